@@ -1,0 +1,41 @@
+"""trl_rewards: reward models as first-class citizens of TRL.
+
+Names are resolved lazily, so `import trl_rewards` is cheap, never imports deepspeed or bitsandbytes, and works with
+every TRL release the package supports (the trainers need trl>=1.16; the rest also runs on trl 1.12).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "BradleyTerryConfig": "configs",
+    "DatasetArguments": "configs",
+    "BradleyTerryTrainer": "trainers.bt",
+    "PreferenceCollator": "data.preference",
+    "tokenize_preferences": "data.preference",
+    "validate_preference_rows": "data.preference",
+    "load_table": "data.loading",
+    "bradley_terry_loss": "losses",
+    "reward_centering_loss": "losses",
+    "load_reward_model": "modeling",
+    "merge_adapter": "modeling",
+    "reward_peft_config": "modeling",
+    "RewardScorer": "scoring",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'trl_rewards' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

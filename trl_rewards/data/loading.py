@@ -1,0 +1,63 @@
+"""Reading datasets from local files, saved folders or the Hub, with the same call."""
+
+from __future__ import annotations
+
+import os
+
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+_FILE_BUILDERS = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".jsonl.gz": "json",
+    ".json.gz": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+}
+
+
+def load_table(name: str, split: str = "train", config: str | None = None, max_rows: int | None = None) -> Dataset:
+    """
+    Loads one split of a dataset.
+
+    Args:
+        name (`str`): a local file (see `_FILE_BUILDERS` for suffixes), a `save_to_disk` folder or a Hub name.
+        split (`str`): split to return (a single local file is the `"train"` split; any other split of a single file
+            is an error).
+        config (`str`, *optional*): Hub configuration.
+        max_rows (`int`, *optional*): keep only the first rows.
+
+    Returns:
+        [`~datasets.Dataset`]
+    """
+    builder = next((b for suffix, b in _FILE_BUILDERS.items() if name.endswith(suffix)), None)
+    if builder is not None:
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"dataset file {name!r} does not exist")
+        dataset = load_dataset(builder, data_files={"train": name}, split="train")
+    elif os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_dict.json")):
+        dataset = load_from_disk(name)[split]
+    elif os.path.isdir(name) and os.path.isfile(os.path.join(name, "dataset_info.json")):
+        dataset = load_from_disk(name)
+    else:
+        dataset = load_dataset(name, config, split=split)
+    if isinstance(dataset, DatasetDict):
+        dataset = dataset[split]
+    if max_rows is not None:
+        dataset = dataset.select(range(min(max_rows, len(dataset))))
+    return dataset
+
+
+def has_split(name: str, split: str, config: str | None = None) -> bool:
+    """Whether `name` is a multi-split source (saved `DatasetDict` folder or Hub dataset) with `split`."""
+    if any(name.endswith(suffix) for suffix in _FILE_BUILDERS):
+        return False
+    if os.path.isdir(name):
+        path = os.path.join(name, "dataset_dict.json")
+        return os.path.isfile(path) and os.path.isdir(os.path.join(name, split))
+    from datasets import get_dataset_split_names
+
+    try:
+        return split in get_dataset_split_names(name, config)
+    except Exception:  # unreachable Hub or unknown name: the training split load reports the real error
+        return False

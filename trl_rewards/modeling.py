@@ -1,0 +1,180 @@
+"""Loading reward models: stock Hugging Face heads, pad/eos fixes, quantization and PEFT wiring.
+
+Reward models are plain `AutoModelForSequenceClassification(num_labels=1)` (Bradley-Terry, outcome) or
+`AutoModelForTokenClassification` (process reward models, classifier style), so a saved model loads anywhere with
+transformers alone. A LoRA adapter folder (with the trained head in `modules_to_save`) loads here transparently,
+and `merge_adapter` turns it into a plain model. `peft` and `bitsandbytes` are imported only when used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+logger = logging.getLogger(__name__)
+
+HEADS = {"sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}
+_PEFT_TASK = {"sequence": "SEQ_CLS", "token": "TOKEN_CLS"}
+ADAPTER_CONFIG = "adapter_config.json"
+# A PEFT adapter folder holds no model config, so the reward statistics travel in their own file beside it.
+REWARD_STATS_FILE = "reward_stats.json"
+REWARD_STATS_KEYS = ("reward_mean", "reward_std", "reward_stats_source")
+
+
+def save_reward_stats(model, output_dir: str) -> None:
+    """Writes the reward statistics of `model.config` (if any) to `output_dir/reward_stats.json`."""
+    stats = {k: getattr(model.config, k) for k in REWARD_STATS_KEYS if getattr(model.config, k, None) is not None}
+    if stats:
+        with open(os.path.join(output_dir, REWARD_STATS_FILE), "w") as f:
+            json.dump(stats, f, indent=2)
+
+
+def _load_reward_stats(model, path: str) -> None:
+    stats_path = os.path.join(path, REWARD_STATS_FILE)
+    if os.path.isfile(stats_path):
+        with open(stats_path) as f:
+            for key, value in json.load(f).items():
+                setattr(model.config, key, value)
+
+
+def is_decoder_model(model_or_config) -> bool:
+    """True for causal decoders (reward read at the last non-pad token), False for encoders (`[CLS]` at position 0).
+
+    A model type that has a masked-LM head (BERT, RoBERTa, DeBERTa) is an encoder even if it also has a causal head.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    model_type = getattr(config, "model_type", None)
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def is_adapter_path(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
+
+
+def prepare_tokenizer(tokenizer, model=None):
+    """
+    Gives the tokenizer a pad token (its eos, then its sep token, as a last resort) and mirrors it onto the model
+    config, which sequence-classification decoders need to find the last real token.
+    """
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.sep_token
+        if fallback is None:
+            raise ValueError(
+                f"tokenizer {type(tokenizer).__name__} has neither a pad, an eos nor a sep token; set "
+                "`tokenizer.pad_token` before using it for a reward model"
+            )
+        tokenizer.pad_token = fallback
+    if model is not None:
+        model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def reward_peft_config(model_args, head: str = "sequence"):
+    """
+    TRL's `get_peft_config(model_args)` with the task type set from the head, so that PEFT trains and saves the
+    reward head (`score` / `classifier`) with the adapter. Returns `None` when `model_args.use_peft` is off.
+    """
+    from trl import get_peft_config
+
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None:
+        peft_config.task_type = _PEFT_TASK[head]
+    return peft_config
+
+
+def model_init_kwargs(model_args=None, **overrides) -> dict[str, Any]:
+    """`from_pretrained` kwargs from a TRL `ModelConfig`: dtype, revision, attention, 4/8-bit quantization."""
+    kwargs: dict[str, Any] = {}
+    if model_args is not None:
+        from trl import get_quantization_config
+
+        dtype = model_args.dtype
+        kwargs["dtype"] = dtype if dtype in ("auto", None) else getattr(torch, dtype)
+        kwargs["revision"] = model_args.model_revision
+        kwargs["trust_remote_code"] = getattr(model_args, "trust_remote_code", None)  # moved to the trainer configs
+        if model_args.attn_implementation is not None:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        quantization_config = get_quantization_config(model_args)
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
+            if torch.cuda.is_available():  # k-bit weights must sit on this process's GPU from the start
+                from accelerate import PartialState
+
+                kwargs["device_map"] = {"": PartialState().local_process_index}
+    kwargs.update(overrides)
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def load_reward_model(
+    model_name_or_path: str,
+    model_args=None,
+    head: str = "sequence",
+    num_labels: int = 1,
+    tokenizer_name_or_path: str | None = None,
+    base_model_name_or_path: str | None = None,
+    **from_pretrained_kwargs,
+):
+    """
+    Loads a reward model and its tokenizer from the Hub or a folder: a full model or a PEFT adapter folder.
+
+    Args:
+        model_name_or_path (`str`): Hub id or local folder.
+        model_args ([`~trl.ModelConfig`], *optional*): dtype, revision, quantization settings.
+        head (`str`): `"sequence"` (one score per sequence) or `"token"` (one score per token).
+        num_labels (`int`): outputs of the head (1 for scalar rewards, 2 for a good/bad step classifier).
+        tokenizer_name_or_path (`str`, *optional*): defaults to the model's (or the adapter's) folder.
+        base_model_name_or_path (`str`, *optional*): for an adapter folder, the base model to load instead of the one
+            recorded in `adapter_config.json`.
+        **from_pretrained_kwargs: passed to `from_pretrained` (e.g. `gguf_file`, `dtype`).
+
+    Returns:
+        `(model, tokenizer)` in eval mode, pad token set on both.
+    """
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
+    kwargs = model_init_kwargs(model_args, num_labels=num_labels, **from_pretrained_kwargs)
+    adapter_path = model_name_or_path if is_adapter_path(model_name_or_path) else None
+    base_path = model_name_or_path
+    if adapter_path is not None:
+        with open(os.path.join(adapter_path, ADAPTER_CONFIG)) as f:
+            base_path = base_model_name_or_path or json.load(f).get("base_model_name_or_path")
+        if not base_path:
+            raise ValueError(
+                f"adapter {adapter_path!r} records no base model (base_model_name_or_path is empty, e.g. the base was "
+                "built from a config); pass base_model_name_or_path="
+            )
+    tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer_name_or_path or model_name_or_path,
+        **{k: kwargs[k] for k in ("revision", "trust_remote_code", "gguf_file") if k in kwargs},
+    )
+    model = HEADS[head].from_pretrained(base_path, **kwargs)
+    prepare_tokenizer(tokenizer, model)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        _load_reward_stats(model, adapter_path)
+        model = PeftModel.from_pretrained(model, adapter_path)
+    model.eval()
+    return model, tokenizer
+
+
+def merge_adapter(adapter_path: str, output_dir: str, head: str = "sequence", num_labels: int = 1) -> str:
+    """Merges a LoRA adapter (and its trained head) into its base model and saves a plain model + tokenizer that
+    loads with transformers alone. Returns `output_dir`."""
+    if not is_adapter_path(adapter_path):
+        raise ValueError(f"{adapter_path!r} is not a PEFT adapter folder (no {ADAPTER_CONFIG})")
+    model, tokenizer = load_reward_model(adapter_path, head=head, num_labels=num_labels)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
