@@ -14,7 +14,7 @@ _EXPORTS = {
     "BradleyTerryConfig": "configs",
     "DatasetArguments": "configs",
     "BradleyTerryTrainer": "trainers.bt",
-    "PreferenceCollator": "data.preference",
+    "PreferenceCollator": "data.collators",
     "tokenize_preferences": "data.preference",
     "validate_preference_rows": "data.preference",
     "load_table": "data.loading",

@@ -150,7 +150,8 @@ def run(args: DemoArguments) -> dict:
     data = build_synthetic_datasets(n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     print({name: len(split) for name, split in data.items()})
     print("example prompt:", data["preference_train"][0]["prompt"].strip())
-    print("chosen:\n" + data["preference_train"][0]["chosen"], "\nrejected:\n" + data["preference_train"][0]["rejected"])
+    example = data["preference_train"][0]
+    print("chosen:\n" + example["chosen"], "\nrejected:\n" + example["rejected"])
     results["timings"] = {"data": time.perf_counter() - t}
 
     t = _stage("2/3 Bradley-Terry reward model")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from datasets import Dataset
 
+from trl_rewards.data.collators import PreferenceCollator
 from trl_rewards.data.preference import (
-    PreferenceCollator,
     detect_preference_format,
     tokenize_preferences,
     truncate_ids,

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-import torch
 from datasets import Dataset
-from trl.trainer.reward_trainer import DataCollatorForPreference
 
 logger = logging.getLogger(__name__)
 
@@ -270,22 +268,3 @@ def tokenize_preferences(
     )
     (logger.warning if report.n_too_long else logger.info)(report.message(name))
     return tokenized, report
-
-
-@dataclass
-class PreferenceCollator(DataCollatorForPreference):
-    """
-    TRL's preference collator plus soft labels.
-
-    Returns `input_ids` and `attention_mask` of shape `(2 * batch, seq_len)` (chosen rows first, then rejected), and
-    when present `margin` and `label`, each of shape `(batch,)`.
-    """
-
-    extra_float_fields: tuple[str, ...] = field(default=("label",))
-
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        output = super().torch_call(examples)
-        for name in self.extra_float_fields:
-            if name in examples[0]:
-                output[name] = torch.tensor([example[name] for example in examples], dtype=torch.float)
-        return output

@@ -24,7 +24,8 @@ from trl.trainer.utils import global_then_local_main_first
 
 from .. import metrics
 from ..configs import BradleyTerryConfig
-from ..data.preference import PreferenceCollator, tokenize_preferences
+from ..data.collators import PreferenceCollator
+from ..data.preference import tokenize_preferences
 from ..losses import bradley_terry_loss, reward_centering_loss, smoothed_target
 from ..modeling import is_decoder_model, save_reward_stats
 
