@@ -6,6 +6,7 @@ so a wrong value fails before any model is loaded.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,22 @@ def _resolve_checkpointing_alias(config) -> None:
     ):
         if hasattr(config, new) and getattr(config, new) is None and getattr(config, old) is not None:
             setattr(config, new, getattr(config, old))
+
+
+def _resolve_cpu_deepspeed(config) -> None:
+    # DeepSpeed without a GPU (a CPU-only box, CI) only initialises its process group through accelerate's CPU path;
+    # otherwise accelerate counts one process while DeepSpeed counts all of them, and batch sizes disagree.
+    uses_deepspeed = config.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if uses_deepspeed and not torch.cuda.is_available():
+        config.use_cpu = True
+
+
+def _resolve_host_defaults(config) -> None:
+    """Defaults that depend on the host (bf16, CPU DeepSpeed) and TRL/transformers renames; call first in
+    `__post_init__` of every config."""
+    _resolve_bf16(config)
+    _resolve_checkpointing_alias(config)
+    _resolve_cpu_deepspeed(config)
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -105,8 +122,7 @@ class BradleyTerryConfig(RewardConfig):
     )
 
     def __post_init__(self):
-        _resolve_bf16(self)
-        _resolve_checkpointing_alias(self)
+        _resolve_host_defaults(self)
         _check_choice("too_long", self.too_long, TOO_LONG_POLICIES)
         _check_choice("tie_policy", self.tie_policy, TIE_POLICIES)
         if not 0.0 <= self.label_smoothing < 0.5:

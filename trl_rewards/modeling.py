@@ -8,6 +8,7 @@ and `merge_adapter` turns it into a plain model. `peft` and `bitsandbytes` are i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -55,6 +56,28 @@ def is_decoder_model(model_or_config) -> bool:
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     model_type = getattr(config, "model_type", None)
     return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+@contextlib.contextmanager
+def zero3_init_disabled():
+    """
+    Loads models inside this block whole, even in a process where DeepSpeed ZeRO-3 is active.
+
+    Under ZeRO-3, transformers builds every model inside `deepspeed.zero.Init`, which partitions its weights across
+    ranks; a model then used for plain inference (a reward model inside GRPO, a reloaded checkpoint) fails with
+    "'weight' must be 2-D". Reward models used for scoring are replicated instead.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # transformers without the integration module: nothing to disable
+        yield
+        return
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def is_adapter_path(path: str) -> bool:
@@ -122,6 +145,7 @@ def load_reward_model(
     num_labels: int = 1,
     tokenizer_name_or_path: str | None = None,
     base_model_name_or_path: str | None = None,
+    partition_under_zero3: bool = True,
     **from_pretrained_kwargs,
 ):
     """
@@ -135,6 +159,8 @@ def load_reward_model(
         tokenizer_name_or_path (`str`, *optional*): defaults to the model's (or the adapter's) folder.
         base_model_name_or_path (`str`, *optional*): for an adapter folder, the base model to load instead of the one
             recorded in `adapter_config.json`.
+        partition_under_zero3 (`bool`): when DeepSpeed ZeRO-3 is active, `True` (for training) lets it partition the
+            weights; `False` (for scoring) loads the whole model on this rank (see `zero3_init_disabled`).
         **from_pretrained_kwargs: passed to `from_pretrained` (e.g. `gguf_file`, `dtype`).
 
     Returns:
@@ -157,13 +183,14 @@ def load_reward_model(
         tokenizer_name_or_path or model_name_or_path,
         **{k: kwargs[k] for k in ("revision", "trust_remote_code", "gguf_file") if k in kwargs},
     )
-    model = HEADS[head].from_pretrained(base_path, **kwargs)
-    prepare_tokenizer(tokenizer, model)
-    if adapter_path is not None:
-        from peft import PeftModel
+    with contextlib.nullcontext() if partition_under_zero3 else zero3_init_disabled():
+        model = HEADS[head].from_pretrained(base_path, **kwargs)
+        prepare_tokenizer(tokenizer, model)
+        if adapter_path is not None:
+            from peft import PeftModel
 
-        _load_reward_stats(model, adapter_path)
-        model = PeftModel.from_pretrained(model, adapter_path)
+            _load_reward_stats(model, adapter_path)
+            model = PeftModel.from_pretrained(model, adapter_path)
     model.eval()
     return model, tokenizer
 

@@ -72,9 +72,12 @@ class RewardScorer:
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, model_args=None, **kwargs) -> RewardScorer:
-        """Loads a plain model or an adapter folder with `load_reward_model` and wraps it."""
+        """Loads a plain model or an adapter folder with `load_reward_model` and wraps it. Under DeepSpeed ZeRO-3
+        the model is loaded whole on this rank (not partitioned), as inference needs."""
         load_kwargs = {k: kwargs.pop(k) for k in ("gguf_file", "dtype") if k in kwargs}
-        model, tokenizer = load_reward_model(model_name_or_path, model_args=model_args, **load_kwargs)
+        model, tokenizer = load_reward_model(
+            model_name_or_path, model_args=model_args, partition_under_zero3=False, **load_kwargs
+        )
         return cls(model, tokenizer, **kwargs)
 
     def encode(self, prompt: Any, completion: Any) -> list[int]:

@@ -92,7 +92,8 @@ class BradleyTerryTrainer(RewardTrainer):
             loss = loss + self.args.center_rewards_coefficient * reward_centering_loss(chosen, rejected)
 
         if mode == "train":
-            n_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            # 1-element, not 0-d: gloo's all_gather (CPU runs) rejects 0-d tensors
+            n_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
             self._total_train_tokens += n_tokens // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         # Training batches are gathered whole; evaluation drops the samples the sampler repeats to even out ranks.
