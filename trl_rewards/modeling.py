@@ -80,6 +80,36 @@ def zero3_init_disabled():
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
+HEAD_NAMES = ("score", "classifier")
+
+
+def _cast_inputs_to_fp32(module, args, kwargs):
+    cast = lambda x: x.float() if torch.is_tensor(x) and x.is_floating_point() else x  # noqa: E731
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
+def upcast_reward_head(model) -> list[str]:
+    """
+    Keeps the trainable reward head (`score` / `classifier`, or its PEFT `modules_to_save` copy) in float32 and makes
+    it cast its inputs to float32, so the rewards (and the loss) are computed in full precision even when the body
+    runs in bf16 or 4-bit (QLoRA, where TRL casts every trainable parameter to bf16). Returns the names upcast.
+    """
+    names = []
+    for name, module in model.named_modules():
+        if name.split(".")[-1] not in HEAD_NAMES or not any(p.requires_grad for p in module.parameters()):
+            continue
+        if any(name.startswith(done + ".") for done in names):
+            continue
+        module.float()
+        module.register_forward_pre_hook(_cast_inputs_to_fp32, with_kwargs=True)
+        names.append(name)
+    return names
+
+
+def is_quantized(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
 def is_adapter_path(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
 
