@@ -113,3 +113,156 @@ def smoothed_target(target: torch.Tensor | None, label_smoothing: float, batch_s
     if target is None:
         target = torch.ones(batch_size, dtype=like.dtype, device=like.device)
     return target * (1 - label_smoothing) + (1 - target) * label_smoothing
+
+
+def process_step_loss(
+    step_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100, reduction: str = "mean"
+) -> torch.Tensor:
+    r"""
+    Cross-entropy over the two step classes (0 = bad, 1 = good) at the labelled positions of a process reward model.
+
+    Only positions whose label is not `ignore_index` count (one per step: the last token of its separator, or its
+    step tag); with `y ∈ {0, 1}` and `d = z_good - z_bad`, the loss of one step is
+
+    $$\ell = -\big(y \log \sigma(d) + (1 - y) \log \sigma(-d)\big)$$
+
+    i.e. the two-class softmax cross-entropy, written with `logsigmoid` so that large logit gaps stay exact.
+
+    Args:
+        step_logits (`torch.Tensor` of shape `(batch, seq_len, 2)`):
+            Logits of the bad (index 0) and good (index 1) classes at every position.
+        labels (`torch.Tensor` of shape `(batch, seq_len)`):
+            1 for a good step, 0 for a bad step, `ignore_index` at every other position.
+        ignore_index (`int`, *optional*, defaults to `-100`):
+            Label of the positions that do not count.
+        reduction (`str`, *optional*, defaults to `"mean"`):
+            `"mean"` (over labelled positions), `"sum"`, or `"none"` (shape `(batch, seq_len)`, 0 where ignored).
+
+    Returns:
+        `torch.Tensor`: scalar loss, or shape `(batch, seq_len)` with `reduction="none"`.
+    """
+    if step_logits.dim() < 1 or step_logits.shape[-1] != 2:
+        raise ValueError(f"step_logits must end with a size-2 (bad, good) dimension, got {tuple(step_logits.shape)}")
+    if tuple(labels.shape) != tuple(step_logits.shape[:-1]):
+        raise ValueError(f"labels shape {tuple(labels.shape)} must be step_logits shape without its last dimension")
+    mask = labels != ignore_index
+    if ((labels[mask] != 0) & (labels[mask] != 1)).any():
+        raise ValueError(f"labels must be 0, 1 or ignore_index={ignore_index}, got {labels[mask].unique().tolist()}")
+    if reduction == "mean" and not mask.any():
+        raise ValueError("no labelled position (every label is ignore_index): the mean loss is undefined")
+    d = (step_logits[..., 1] - step_logits[..., 0]).float()
+    y = labels.clamp(min=0).to(d.dtype)
+    loss = -(y * F.logsigmoid(d) + (1 - y) * F.logsigmoid(-d)) * mask
+    if reduction == "mean":
+        return loss.sum() / mask.sum()
+    return _reduce(loss, reduction)
+
+
+def step_tag_logits(logits: torch.Tensor, good_token_id: int, bad_token_id: int) -> torch.Tensor:
+    """
+    The two logits that a language-model PRM reads at a step tag: the bad token's and the good token's.
+
+    Args:
+        logits (`torch.Tensor` of shape `(..., vocab_size)`): next-token logits.
+        good_token_id (`int`): id of the token meaning "this step is correct" (e.g. `+`).
+        bad_token_id (`int`): id of the token meaning "this step is wrong" (e.g. `-`).
+
+    Returns:
+        `torch.Tensor` of shape `(..., 2)`: `[z_bad, z_good]`, the class order of [`process_step_loss`].
+    """
+    if good_token_id == bad_token_id:
+        raise ValueError(f"good_token_id and bad_token_id must differ, both are {good_token_id}")
+    for name, token_id in (("good_token_id", good_token_id), ("bad_token_id", bad_token_id)):
+        if not 0 <= token_id < logits.shape[-1]:
+            raise ValueError(f"{name}={token_id} is outside the vocabulary of size {logits.shape[-1]}")
+    return logits[..., [bad_token_id, good_token_id]]
+
+
+def step_tag_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    good_token_id: int,
+    bad_token_id: int,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""
+    Loss of a language-model PRM ("Let's Verify Step by Step" style): at every step tag, cross-entropy over the two
+    selected next-token logits only, `softmax([z_bad, z_good])`, so P(step correct) = `σ(z_good - z_bad)`. The rest of
+    the vocabulary plays no part.
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch, seq_len, vocab_size)`):
+            Next-token logits of the causal LM.
+        labels (`torch.Tensor` of shape `(batch, seq_len)`):
+            1 (good) or 0 (bad) at step-tag positions, `ignore_index` elsewhere.
+        good_token_id (`int`): id of the good token (e.g. `+`).
+        bad_token_id (`int`): id of the bad token (e.g. `-`).
+        ignore_index (`int`, *optional*, defaults to `-100`): label of the positions that do not count.
+        reduction (`str`, *optional*, defaults to `"mean"`): as in [`process_step_loss`].
+
+    Returns:
+        `torch.Tensor`: scalar loss, or shape `(batch, seq_len)` with `reduction="none"`.
+    """
+    return process_step_loss(
+        step_tag_logits(logits, good_token_id, bad_token_id), labels, ignore_index=ignore_index, reduction=reduction
+    )
+
+
+def outcome_loss(scores: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    r"""
+    Binary cross-entropy of an outcome reward model's score (a logit) against the correctness of the final answer:
+
+    $$\ell = -\big(y \log \sigma(s) + (1 - y) \log \sigma(-s)\big)$$
+
+    Args:
+        scores (`torch.Tensor` of shape `(batch,)`):
+            Scores (logits of P(correct)) read at each sequence's final token.
+        labels (`torch.Tensor` of shape `(batch,)`):
+            1 for a correct solution, 0 for a wrong one (a probability in `[0, 1]` is accepted as a soft label).
+        reduction (`str`, *optional*, defaults to `"mean"`): `"mean"`, `"sum"` or `"none"` (shape `(batch,)`).
+
+    Returns:
+        `torch.Tensor`: scalar loss, or shape `(batch,)` with `reduction="none"`.
+    """
+    _check_same_shape(scores=scores, labels=labels)
+    if ((labels < 0) | (labels > 1)).any():
+        raise ValueError(f"labels must lie in [0, 1], got min {labels.min().item()} max {labels.max().item()}")
+    y = labels.to(scores.dtype)
+    return _reduce(-(y * F.logsigmoid(scores) + (1 - y) * F.logsigmoid(-scores)), reduction)
+
+
+def token_outcome_loss(
+    token_scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    r"""
+    Outcome loss applied at every supervised token: each token's score is trained to predict the sequence's label, and
+    a sequence's loss is the mean over its supervised tokens, so that long solutions do not outweigh short ones:
+
+    $$\ell_i = \frac{1}{|M_i|} \sum_{t \in M_i} -\big(y_i \log \sigma(s_{i,t}) + (1 - y_i) \log \sigma(-s_{i,t})\big)$$
+
+    Args:
+        token_scores (`torch.Tensor` of shape `(batch, seq_len)`):
+            The score head applied to every position.
+        labels (`torch.Tensor` of shape `(batch,)`):
+            1 for a correct solution, 0 for a wrong one (soft labels in `[0, 1]` accepted).
+        mask (`torch.Tensor` of shape `(batch, seq_len)`):
+            True (or 1) at the supervised positions `M_i`: the completion tokens and the token the score is read from.
+        reduction (`str`, *optional*, defaults to `"mean"`): over sequences: `"mean"`, `"sum"` or `"none"`
+            (shape `(batch,)`).
+
+    Returns:
+        `torch.Tensor`: scalar loss, or shape `(batch,)` with `reduction="none"`.
+    """
+    _check_same_shape(token_scores=token_scores, mask=mask)
+    if token_scores.dim() != 2 or tuple(labels.shape) != tuple(token_scores.shape[:1]):
+        raise ValueError(
+            f"token_scores must be (batch, seq_len) and labels (batch,), got {tuple(token_scores.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    mask = mask.bool()
+    counts = mask.sum(dim=1)
+    if (counts == 0).any():
+        raise ValueError(f"row {int((counts == 0).nonzero()[0])} has no supervised token (its mask is all zero)")
+    per_token = outcome_loss(token_scores, labels[:, None].expand_as(token_scores), reduction="none")
+    return _reduce((per_token * mask).sum(dim=1) / counts, reduction)

@@ -1,0 +1,157 @@
+"""Tokenizing outcome rows for outcome reward models (ORMs), and their collator.
+
+A row `{"prompt": str, "completion": str, "label": bool}` becomes the token ids of `prompt + completion` exactly as
+[`RewardScorer.encode`] builds them for a text prompt (a decoder's sequence is closed with eos, the token the stock
+sequence-classification head reads), plus, for `supervision="all_tokens"`, a `completion_mask` marking the tokens
+that cover completion characters (a token straddling the boundary counts as completion; the appended eos too).
+
+Over-long sequences are counted and truncated like preference pairs (leading special tokens and the end kept:
+the end is where a decoder's score is read and where the final answer is), dropped, or reported as an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from .outcome import validate_outcome_rows
+from .preference import TOO_LONG_POLICIES, _leading_special, _text_ids
+from .process_tokenization import RowLengthReport, pad_right
+
+logger = logging.getLogger(__name__)
+
+
+def encode_outcome(tokenizer, prompt: str, completion: str, with_mask: bool = False) -> tuple[list[int], list[int]]:
+    """
+    Token ids of `prompt + completion` and, with `with_mask`, the completion mask (else an empty list).
+
+    Args:
+        tokenizer: the ORM's tokenizer (a fast one when `with_mask`: the mask comes from character offsets).
+        prompt (`str`): the question.
+        completion (`str`): the solution.
+        with_mask (`bool`): also compute the completion mask.
+
+    Returns:
+        `tuple[list[int], list[int]]`: `(input_ids, completion_mask)`, both of length `seq_len` when `with_mask`.
+    """
+    text = prompt + completion
+    ids = _text_ids(tokenizer, text)
+    if not with_mask:
+        return ids, []
+    try:
+        encoding = tokenizer(text, return_offsets_mapping=True)
+    except NotImplementedError as err:
+        raise ValueError(
+            f"supervision='all_tokens' needs character offsets, which {type(tokenizer).__name__} does not give; "
+            "use a fast tokenizer or supervision='final_token'"
+        ) from err
+    if encoding["input_ids"] != ids[: len(encoding["input_ids"])]:
+        raise RuntimeError("tokenizing with offsets gave other ids than without; cannot place the completion mask")
+    mask = [int(end > len(prompt)) for _, end in encoding["offset_mapping"]]
+    return ids, mask + [1] * (len(ids) - len(mask))
+
+
+def _truncate(ids: list[int], mask: list[int], max_length: int, special: set[int]) -> tuple[list[int], list[int]]:
+    # Same cut as `preference.truncate_ids`, applied to the mask too.
+    head = min(_leading_special(ids, special), max_length - 1)
+    tail = len(ids) - (max_length - head)
+    return ids[:head] + ids[tail:], (mask[:head] + mask[tail:]) if mask else []
+
+
+def tokenize_outcomes(
+    dataset: Dataset,
+    tokenizer,
+    max_length: int | None,
+    too_long: str = "truncate",
+    with_completion_mask: bool = False,
+    num_proc: int | None = None,
+    name: str = "dataset",
+) -> tuple[Dataset, RowLengthReport]:
+    """
+    Validates outcome rows (row-numbered errors) and tokenizes them into `input_ids`, `label` (float), `length` and,
+    with `with_completion_mask`, `completion_mask`.
+
+    Args:
+        dataset ([`~datasets.Dataset`]): rows `{"prompt", "completion", "label"}` (other columns are removed).
+        tokenizer: the ORM's tokenizer.
+        max_length (`int` or `None`): longest sequence kept as is.
+        too_long (`str`): `"truncate"` (leading special tokens and the end kept), `"drop"` or `"error"`.
+        with_completion_mask (`bool`): also return the completion mask (for `supervision="all_tokens"`).
+        num_proc (`int`, *optional*): processes for `Dataset.map`.
+        name (`str`): dataset name used in messages.
+
+    Returns:
+        `tuple[Dataset, RowLengthReport]`: the tokenized rows and what happened to over-long ones (also logged).
+    """
+    if too_long not in TOO_LONG_POLICIES:
+        raise ValueError(f"too_long must be one of {TOO_LONG_POLICIES}, got {too_long!r}")
+    validate_outcome_rows(dataset, source=name)
+    special = set(tokenizer.all_special_ids)
+
+    def encode(example):
+        ids, mask = encode_outcome(tokenizer, example["prompt"], example["completion"], with_completion_mask)
+        n_full = len(ids)
+        if max_length is not None and n_full > max_length and too_long == "truncate":
+            ids, mask = _truncate(ids, mask, max_length, special)
+        row = {"input_ids": ids, "label": float(example["label"]), "length": len(ids), "full_length": n_full}
+        return {**row, "completion_mask": mask} if with_completion_mask else row
+
+    tokenized = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name}")
+    full_lengths = tokenized["full_length"]
+    too_long_rows = [i for i, n in enumerate(full_lengths) if max_length is not None and n > max_length]
+    if too_long_rows and too_long == "error":
+        row = too_long_rows[0]
+        raise ValueError(
+            f"{name}: {len(too_long_rows)} rows exceed max_length={max_length}; first is row {row} "
+            f"({full_lengths[row]} tokens). Set too_long='truncate' or 'drop', or raise max_length."
+        )
+    dropped = set(too_long_rows) if too_long == "drop" else set()
+    if dropped and len(dropped) == len(tokenized):
+        raise ValueError(f"{name}: all {len(tokenized)} rows exceed max_length={max_length}, nothing is left")
+    if dropped:
+        tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in dropped])
+    report = RowLengthReport(
+        n_rows=len(dataset),
+        n_too_long=len(too_long_rows),
+        n_truncated=len(too_long_rows) - len(dropped),
+        n_dropped=len(dropped),
+        max_length=max_length,
+        action=too_long,
+        longest=max(full_lengths),
+        truncation="were truncated (leading special tokens and the end kept)",
+    )
+    (logger.warning if report.n_too_long else logger.info)(report.message(name))
+    return tokenized.remove_columns("full_length"), report
+
+
+@dataclass
+class OutcomeCollator:
+    """
+    Pads tokenized outcome rows on the right.
+
+    Returns `input_ids` and `attention_mask` of shape `(batch, seq_len)`, `label` of shape `(batch,)` (float), and
+    `completion_mask` of shape `(batch, seq_len)` when the rows have one.
+
+    Args:
+        pad_token_id (`int`): id used to pad `input_ids`.
+        pad_to_multiple_of (`int`, *optional*): pad `seq_len` to a multiple of this value.
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = [example["input_ids"] for example in examples]
+        output = {
+            "input_ids": pad_right(ids, self.pad_token_id, self.pad_to_multiple_of),
+            "attention_mask": pad_right([[1] * len(s) for s in ids], 0, self.pad_to_multiple_of),
+            "label": torch.tensor([float(example["label"]) for example in examples], dtype=torch.float),
+        }
+        if "completion_mask" in examples[0]:
+            masks = [example["completion_mask"] for example in examples]
+            output["completion_mask"] = pad_right(masks, 0, self.pad_to_multiple_of)
+        return output

@@ -1,0 +1,333 @@
+"""Tokenizing stepwise rows for process reward models (PRMs): label positions, over-long rows and the collator.
+
+A row `{"prompt": str, "completions": list[str], "labels": list[bool]}` becomes one token sequence with one label
+per step. `[lead]` / `[trail]` are the special tokens the tokenizer puts around a single text (`<s>`, or `[CLS]` and
+`[SEP]`); `SEP` is the step separator, `TAG` the step tag:
+
+- `"classifier"` style: `[lead] prompt step_1 SEP step_2 SEP ... step_n SEP [trail]`; step k's label sits on the
+  *last token of the SEP after it*, where a token-classification head reads it;
+- `"lm"` style: `[lead] prompt step_1 TAG SEP ... step_n TAG SEP [trail]`; step k's label sits on *its TAG*, where
+  the causal LM's logits of the good and bad tokens give P(step correct).
+
+Labels are 1 (good step) and 0 (bad step) at those positions and `-100` everywhere else. The prompt, every step and
+the separator are tokenized on their own, without special tokens, so a step never merges with its neighbours and
+the positions are exact; [`ProcessRewardScorer`] encodes with the same function, so scores read the trained
+positions.
+
+Rows longer than `max_length` are never handled silently: they are counted and, by the caller's choice, truncated,
+dropped, or reported as an error. Truncation removes tokens from the left, right after `[lead]`: the prompt first,
+then the oldest steps, but never a token that carries a label, so every trained label survives (with
+`last_step_only`, the earlier steps are only context and may go); a row that cannot fit that way is dropped and
+counted apart. A decoder reads each step with all the context before it, so the left is what to give up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from .preference import TOO_LONG_POLICIES, _leading_special
+from .stepwise import validate_stepwise_rows
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+STEP_STYLES = ("classifier", "lm")
+
+
+@dataclass(frozen=True)
+class StepFormat:
+    """
+    How steps are laid out in the token sequence.
+
+    Parameters:
+        style (`str`): `"classifier"` or `"lm"`.
+        lead (`tuple[int, ...]`): special tokens before the prompt.
+        trail (`tuple[int, ...]`): special tokens after the last step.
+        step_end (`tuple[int, ...]`): ids appended after every step (the separator, or the tag then the separator).
+        label_offset (`int`): index in `step_end` of the token that carries the step's label.
+    """
+
+    style: str
+    lead: tuple[int, ...]
+    trail: tuple[int, ...]
+    step_end: tuple[int, ...]
+    label_offset: int
+
+
+def _special_wrapping(tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    ids = tokenizer("a")["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    n_lead = _leading_special(ids, special)
+    n_trail = _leading_special(ids[::-1], special)
+    return tuple(ids[:n_lead]), tuple(ids[len(ids) - n_trail :]) if n_trail else ()
+
+
+def single_token_id(tokenizer, token: str, name: str) -> int:
+    """Id of `token`, which must be one token of `tokenizer` (a vocabulary entry or text encoding to one id)."""
+    vocab = tokenizer.get_vocab()
+    if token in vocab:
+        return vocab[token]
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"{name} {token!r} must be a single token of the tokenizer, but it encodes to {ids}")
+    return ids[0]
+
+
+def step_format(tokenizer, style: str, step_separator: str, step_tag: str | None = None) -> StepFormat:
+    """
+    Builds the [`StepFormat`] of a tokenizer.
+
+    Args:
+        tokenizer: the PRM's tokenizer (in `"lm"` style, `step_tag` must already be in its vocabulary).
+        style (`str`): `"classifier"` or `"lm"`.
+        step_separator (`str`): text after each step; must tokenize to at least one token in `"classifier"` style.
+        step_tag (`str`, *optional*): `"lm"` style: the tag token.
+
+    Returns:
+        [`StepFormat`]
+    """
+    if style not in STEP_STYLES:
+        raise ValueError(f"model_style must be one of {STEP_STYLES}, got {style!r}")
+    separator = tuple(tokenizer.encode(step_separator, add_special_tokens=False)) if step_separator else ()
+    lead, trail = _special_wrapping(tokenizer)
+    if style == "classifier":
+        if not separator:
+            raise ValueError(
+                f"step_separator {step_separator!r} tokenizes to no token with {type(tokenizer).__name__}, so there "
+                f"is no position to put a step label on; use a separator that survives tokenization (e.g. the "
+                f"tokenizer's sep token {tokenizer.sep_token!r})"
+            )
+        return StepFormat(style, lead, trail, separator, len(separator) - 1)
+    if not step_tag:
+        raise ValueError("step_tag is required with model_style='lm'")
+    if step_tag not in tokenizer.get_vocab():
+        raise ValueError(f"step_tag {step_tag!r} is not in the tokenizer's vocabulary; add it (the trainer does)")
+    return StepFormat(style, lead, trail, (tokenizer.convert_tokens_to_ids(step_tag), *separator), 0)
+
+
+@dataclass
+class EncodedSteps:
+    """
+    One tokenized row.
+
+    Parameters:
+        input_ids (`list[int]`): the whole sequence.
+        label_positions (`list[int | None]`): index in `input_ids` of each step's label token, in step order (`None`
+            for a step that truncation removed).
+        context_start (`int`): index of the first token after the leading special tokens, where truncation cuts.
+    """
+
+    input_ids: list[int]
+    label_positions: list[int | None]
+    context_start: int
+
+    def token_labels(self, labels: Sequence[bool], last_step_only: bool = False) -> list[int]:
+        """Per-token labels: 1 / 0 at each step's label position (only the last with `last_step_only`), -100
+        elsewhere."""
+        if len(labels) != len(self.label_positions):
+            raise ValueError(f"got {len(labels)} labels for {len(self.label_positions)} steps")
+        token_labels = [IGNORE_INDEX] * len(self.input_ids)
+        steps = range(len(labels) - 1, len(labels)) if last_step_only else range(len(labels))
+        for k in steps:
+            if self.label_positions[k] is None:
+                raise ValueError(f"step {k} was truncated away and cannot be labelled")
+            token_labels[self.label_positions[k]] = int(bool(labels[k]))
+        return token_labels
+
+    def fit(self, max_length: int | None, last_step_only: bool = False) -> EncodedSteps | None:
+        """
+        The row shortened to `max_length` by removing tokens from the left, right after the leading special tokens:
+        the prompt first, then the oldest steps, never a token that carries a label (every step's, or only the last
+        one's with `last_step_only`). `None` when it cannot fit that way.
+        """
+        excess = 0 if max_length is None else len(self.input_ids) - max_length
+        if excess <= 0:
+            return self
+        kept = self.label_positions[-1:] if last_step_only else self.label_positions
+        if min(kept) < self.context_start + excess:
+            return None
+        start = self.context_start
+        positions = [p - excess if p is not None and p - excess >= start else None for p in self.label_positions]
+        return EncodedSteps(self.input_ids[:start] + self.input_ids[start + excess :], positions, start)
+
+
+def encode_steps(tokenizer, fmt: StepFormat, prompt: str, steps: Sequence[str]) -> EncodedSteps:
+    """
+    Tokenizes one solution in the layout of `fmt`.
+
+    Args:
+        tokenizer: the PRM's tokenizer.
+        fmt ([`StepFormat`]): from [`step_format`].
+        prompt (`str`): the problem.
+        steps (`Sequence[str]`): the solution's steps, at least one.
+
+    Returns:
+        [`EncodedSteps`]
+    """
+    if not steps:
+        raise ValueError("a solution needs at least one step")
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False) if prompt else []
+    input_ids = [*fmt.lead, *prompt_ids]
+    positions = []
+    for step in steps:
+        input_ids += tokenizer.encode(step, add_special_tokens=False)
+        positions.append(len(input_ids) + fmt.label_offset)
+        input_ids += fmt.step_end
+    input_ids += fmt.trail
+    return EncodedSteps(input_ids, positions, len(fmt.lead))
+
+
+@dataclass
+class RowLengthReport:
+    """What a tokenizer of rows ([`tokenize_stepwise`], [`tokenize_outcomes`]) did with rows over `max_length`."""
+
+    n_rows: int
+    n_too_long: int
+    n_truncated: int
+    n_dropped: int
+    max_length: int | None
+    action: str
+    longest: int
+    truncation: str = "lost left context (prompt first, then the oldest steps; no labelled token)"
+
+    @property
+    def n_kept(self) -> int:
+        return self.n_rows - self.n_dropped
+
+    def message(self, name: str = "dataset") -> str:
+        if self.n_too_long == 0:
+            return (
+                f"{name}: {self.n_rows} rows, none longer than max_length={self.max_length} (longest {self.longest})"
+            )
+        head = (
+            f"{name}: {self.n_too_long} of {self.n_rows} rows ({100 * self.n_too_long / self.n_rows:.1f}%) exceed "
+            f"max_length={self.max_length} (longest {self.longest} tokens): "
+        )
+        if self.action == "truncate":
+            return head + (
+                f"{self.n_truncated} {self.truncation}, {self.n_dropped} that could not be truncated were dropped; "
+                f"{self.n_kept} rows kept"
+            )
+        return head + f"dropped; {self.n_kept} rows kept"
+
+
+def tokenize_stepwise(
+    dataset: Dataset,
+    tokenizer,
+    fmt: StepFormat,
+    max_length: int | None,
+    too_long: str = "truncate",
+    last_step_only: bool = False,
+    num_proc: int | None = None,
+    name: str = "dataset",
+) -> tuple[Dataset, RowLengthReport]:
+    """
+    Validates stepwise rows (row-numbered errors) and tokenizes them into `input_ids`, per-token `labels` and
+    `length`.
+
+    Args:
+        dataset ([`~datasets.Dataset`]): rows `{"prompt", "completions", "labels"}`.
+        tokenizer: the PRM's tokenizer.
+        fmt ([`StepFormat`]): from [`step_format`].
+        max_length (`int` or `None`): longest sequence kept as is.
+        too_long (`str`): `"truncate"`, `"drop"` or `"error"` (see the module docstring).
+        last_step_only (`bool`): label only the last step of each row.
+        num_proc (`int`, *optional*): processes for `Dataset.map`.
+        name (`str`): dataset name used in messages.
+
+    Returns:
+        `tuple[Dataset, RowLengthReport]`: the tokenized rows (other columns removed) and what happened to
+        over-long rows (also logged).
+    """
+    if too_long not in TOO_LONG_POLICIES:
+        raise ValueError(f"too_long must be one of {TOO_LONG_POLICIES}, got {too_long!r}")
+    validate_stepwise_rows(dataset, source=name)
+
+    def encode(example):
+        encoded = encode_steps(tokenizer, fmt, example["prompt"], example["completions"])
+        n_full = len(encoded.input_ids)
+        fitted = encoded.fit(max_length, last_step_only) if too_long == "truncate" else encoded
+        if fitted is None:
+            return {"input_ids": [], "token_labels": [], "length": 0, "full_length": n_full}
+        labels = fitted.token_labels(example["labels"], last_step_only)
+        return {
+            "input_ids": fitted.input_ids,
+            "token_labels": labels,
+            "length": len(fitted.input_ids),
+            "full_length": n_full,
+        }
+
+    # Written as "token_labels" then renamed: a map output named like an input column keeps that column's feature
+    # type, and the input "labels" are booleans (-100 would become True).
+    tokenized = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name}")
+    tokenized = tokenized.rename_column("token_labels", "labels")
+    full_lengths = tokenized["full_length"]
+    too_long_rows = [i for i, n in enumerate(full_lengths) if max_length is not None and n > max_length]
+    if too_long_rows and too_long == "error":
+        row = too_long_rows[0]
+        raise ValueError(
+            f"{name}: {len(too_long_rows)} rows exceed max_length={max_length}; first is row {row} "
+            f"({full_lengths[row]} tokens). Set too_long='truncate' or 'drop', or raise max_length."
+        )
+    lengths = tokenized["length"]
+    dropped = set(too_long_rows) if too_long == "drop" else {i for i in too_long_rows if lengths[i] == 0}
+    if len(dropped) == len(tokenized):
+        raise ValueError(
+            f"{name}: all {len(tokenized)} rows exceed max_length={max_length} (too_long={too_long!r}), nothing is "
+            "left; raise max_length"
+        )
+    if dropped:
+        tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in dropped])
+    report = RowLengthReport(
+        n_rows=len(dataset),
+        n_too_long=len(too_long_rows),
+        n_truncated=len(too_long_rows) - len(dropped),
+        n_dropped=len(dropped),
+        max_length=max_length,
+        action=too_long,
+        longest=max(full_lengths),
+    )
+    (logger.warning if report.n_too_long else logger.info)(report.message(name))
+    return tokenized.remove_columns("full_length"), report
+
+
+def pad_right(sequences: Sequence[Sequence[int]], value: int, pad_to_multiple_of: int | None = None) -> torch.Tensor:
+    """Right-pads integer sequences into a `(batch, width)` long tensor (width rounded up to a multiple)."""
+    width = max(len(s) for s in sequences)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    out = torch.full((len(sequences), width), value, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out
+
+
+@dataclass
+class StepCollator:
+    """
+    Pads tokenized stepwise rows on the right.
+
+    Returns `input_ids` and `attention_mask` of shape `(batch, seq_len)`, and `labels` of shape `(batch, seq_len)`
+    (-100 at unlabelled and padded positions).
+
+    Args:
+        pad_token_id (`int`): id used to pad `input_ids`.
+        pad_to_multiple_of (`int`, *optional*): pad `seq_len` to a multiple of this value.
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = [example["input_ids"] for example in examples]
+        return {
+            "input_ids": pad_right(ids, self.pad_token_id, self.pad_to_multiple_of),
+            "attention_mask": pad_right([[1] * len(s) for s in ids], 0, self.pad_to_multiple_of),
+            "labels": pad_right([example["labels"] for example in examples], IGNORE_INDEX, self.pad_to_multiple_of),
+        }
