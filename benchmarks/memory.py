@@ -35,7 +35,14 @@ def smollm2_folder(cache: Path) -> str:
     gguf = next(folder.glob("*.gguf")).name
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).save_pretrained(target)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
+    # A model loaded from GGUF counts as quantized and refuses save_pretrained: copy its (dequantized) weights into a
+    # plain model built from the same config.
+    config = gguf_model.config
+    config.__dict__.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    plain.save_pretrained(target)
     AutoTokenizer.from_pretrained(folder, gguf_file=gguf).save_pretrained(target)
     return str(target)
 
@@ -122,8 +129,22 @@ def main():
         if mode not in MODES:
             sys.exit(f"--modes: unknown mode {mode!r}; choose from {MODES}")
         out = f"/tmp/memory_{mode}.json"
-        cmd = [sys.executable, __file__, "--model", args.model, "--batch_size", str(args.batch_size),
-               "--length", str(args.length), "--steps", str(args.steps), "--mode", mode, "--json", out]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--model",
+            args.model,
+            "--batch_size",
+            str(args.batch_size),
+            "--length",
+            str(args.length),
+            "--steps",
+            str(args.steps),
+            "--mode",
+            mode,
+            "--json",
+            out,
+        ]
         subprocess.run(cmd, check=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
         results.append(json.loads(Path(out).read_text()))
     import torch

@@ -1,4 +1,5 @@
-"""The `trl-rewards` entry point: YAML and flags set the same config fields; train, merge and demo run end to end."""
+"""The `trl-rewards` entry point: YAML and flags set the same config fields; train and merge run end to end (the
+demo has its own tests in test_demo.py)."""
 
 import json
 
@@ -49,8 +50,16 @@ def test_train_bt_from_yaml_with_cli_override(tmp_path, tiny_dir, pairs_file):
 
 def test_train_bt_rejects_bad_option_before_loading(tmp_path, pairs_file, capsys):
     """`choices` metadata reaches argparse; range checks come from the config's __post_init__ (YAML too)."""
-    base = ["train", "bt", "--model_name_or_path", "does-not-exist", "--dataset_name", pairs_file,
-            "--output_dir", str(tmp_path)]
+    base = [
+        "train",
+        "bt",
+        "--model_name_or_path",
+        "does-not-exist",
+        "--dataset_name",
+        pairs_file,
+        "--output_dir",
+        str(tmp_path),
+    ]
     with pytest.raises(SystemExit):
         main(base + ["--too_long", "clip"])
     assert "invalid choice: 'clip'" in capsys.readouterr().err
@@ -62,8 +71,25 @@ def test_train_bt_rejects_bad_option_before_loading(tmp_path, pairs_file, capsys
 
 def test_train_bt_lora_then_merge(tmp_path, tiny_dir, pairs_file):
     out, merged = str(tmp_path / "adapter"), str(tmp_path / "merged")
-    argv = ["train", "bt", "--model_name_or_path", tiny_dir, "--dataset_name", pairs_file, "--output_dir", out,
-            "--max_steps", "1", "--report_to", "none", "--save_strategy", "no", "--use_peft", "--lora_r", "4"]
+    argv = [
+        "train",
+        "bt",
+        "--model_name_or_path",
+        tiny_dir,
+        "--dataset_name",
+        pairs_file,
+        "--output_dir",
+        out,
+        "--max_steps",
+        "1",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--use_peft",
+        "--lora_r",
+        "4",
+    ]
     assert main(argv) == 0
     assert main(["merge", out, merged]) == 0
     model, _ = load_reward_model(merged)
@@ -75,17 +101,3 @@ def test_unknown_commands(capsys):
     assert main(["train", "xyz"]) == 2
     assert main([]) == 0
     assert "train bt" in capsys.readouterr().out
-
-
-def test_demo_tiny_runs_end_to_end(tmp_path):
-    results = main_demo(tmp_path)
-    assert set(results["timings"]) >= {"data", "bt", "eval"}
-    assert 0.0 <= results["bt_eval"]["accuracy"] <= 1.0
-    assert (tmp_path / "demo" / "results.json").is_file()
-
-
-def main_demo(tmp_path):
-    from trl_rewards.demo import main as demo_main
-
-    return demo_main(["--tiny", "--output_dir", str(tmp_path / "demo"), "--n_train", "24", "--n_test", "8",
-                      "--bt_epochs", "1"])

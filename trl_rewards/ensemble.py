@@ -38,13 +38,16 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .normalization import NormalizerCheckpointCallback, RunningZScore, batch_zscore, check_double_normalization
+from .normalization import RunningZScore, batch_zscore, check_double_normalization
 from .normalization import group_zscore as _group_zscore
+
+if TYPE_CHECKING:  # the callback imports transformers' Trainer stack: only when asked for
+    from .callbacks import NormalizerCheckpointCallback
 
 logger = logging.getLogger(__name__)
 
@@ -379,12 +382,14 @@ class RewardEnsemble:
 
     def checkpoint_callback(self) -> NormalizerCheckpointCallback:
         """
-        A [`~trl_rewards.normalization.NormalizerCheckpointCallback`] saving the running statistics with every
+        A [`~trl_rewards.callbacks.NormalizerCheckpointCallback`] saving the running statistics with every
         checkpoint (`normalization="running"` only); restore them with
         `restore_normalizers(checkpoint_dir, ensemble.normalizers)`.
         """
         if self.normalization != "running":
             raise ValueError(f"only normalization='running' has statistics to save, got {self.normalization!r}")
+        from .callbacks import NormalizerCheckpointCallback
+
         return NormalizerCheckpointCallback(self.normalizers)
 
     def __repr__(self) -> str:

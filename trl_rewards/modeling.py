@@ -159,6 +159,11 @@ def model_init_kwargs(model_args=None, **overrides) -> dict[str, Any]:
             kwargs["attn_implementation"] = model_args.attn_implementation
         quantization_config = get_quantization_config(model_args)
         if quantization_config is not None:
+            if getattr(quantization_config, "llm_int8_skip_modules", "unset") is None:
+                # transformers keeps only the *last parameter's* module unquantized: for a head with a bias (token
+                # classifiers, BERT's `classifier`) that is "score.bias", so the head itself would become 4-bit and
+                # untrainable. Name the heads (and the LM head, a default skip) explicitly.
+                quantization_config.llm_int8_skip_modules = [*HEAD_NAMES, "lm_head"]
             kwargs["quantization_config"] = quantization_config
             if torch.cuda.is_available():  # k-bit weights must sit on this process's GPU from the start
                 from accelerate import PartialState
@@ -227,11 +232,21 @@ def load_reward_model(
 
 def merge_adapter(adapter_path: str, output_dir: str, head: str = "sequence", num_labels: int = 1) -> str:
     """Merges a LoRA adapter (and its trained head) into its base model and saves a plain model + tokenizer that
-    loads with transformers alone. Returns `output_dir`."""
+    loads with transformers alone. A process reward model's adapter (it carries `process_reward.json`) is merged with
+    its own head and keeps its step layout; `head` and `num_labels` then do not apply. Returns `output_dir`."""
     if not is_adapter_path(adapter_path):
         raise ValueError(f"{adapter_path!r} is not a PEFT adapter folder (no {ADAPTER_CONFIG})")
-    model, tokenizer = load_reward_model(adapter_path, head=head, num_labels=num_labels)
+    from .process_scoring import FORMAT_FILE, load_process_reward_model, read_process_format
+
+    process_format = read_process_format(adapter_path)
+    if process_format is not None:  # a PRM adapter: its own head (token classifier or LM) and step layout
+        model, tokenizer = load_process_reward_model(adapter_path)
+    else:
+        model, tokenizer = load_reward_model(adapter_path, head=head, num_labels=num_labels)
     merged = model.merge_and_unload()
     merged.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    if process_format is not None:
+        with open(os.path.join(output_dir, FORMAT_FILE), "w") as f:
+            json.dump(process_format, f, indent=2)
     return output_dir

@@ -39,6 +39,11 @@ not undo it. `check_double_normalization` warns about the redundant combinations
 groups split across ranks. `group_zscore` is only valid when every slice holds whole groups (its length is a
 multiple of `num_generations`). `RunningZScore(sync=True)` all-gathers its statistics so every rank applies the same
 map.
+
+**Checkpoints.** [`~trl_rewards.callbacks.NormalizerCheckpointCallback`] saves running statistics with every
+checkpoint and [`restore_normalizers`] loads them back. The callback lives in `trl_rewards.callbacks` (it is also
+importable from here, resolved on first access) because `transformers.TrainerCallback` imports the whole `Trainer`
+stack (peft, bitsandbytes when installed): the normalizers and the reward ensemble stay import-light.
 """
 
 from __future__ import annotations
@@ -51,8 +56,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
-from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 NORMALIZERS_FILENAME = "reward_normalizers.json"
 SCALE_REWARDS_CHOICES = ("group", "batch", "none")
@@ -294,39 +297,22 @@ class RunningZScore:
         )
 
 
-class NormalizerCheckpointCallback(TrainerCallback):
-    r"""
-    Saves running normalizers with every checkpoint, as `reward_normalizers.json` in `checkpoint-{global_step}`.
+def __getattr__(name: str):
+    # `from trl_rewards.normalization import NormalizerCheckpointCallback` keeps working without importing the
+    # Trainer stack when the module is imported.
+    if name == "NormalizerCheckpointCallback":
+        from .callbacks import NormalizerCheckpointCallback
 
-    Only the main process writes: with `sync=True` all ranks hold the same statistics; with `sync=False` rank 0's are
-    saved. On resume, call [`restore_normalizers`] with the checkpoint folder before `trainer.train(...)`.
-
-    Args:
-        normalizers (`dict[str, RunningZScore]`):
-            Normalizers by name (e.g. reward function name); the names are the JSON keys.
-    """
-
-    def __init__(self, normalizers: Mapping[str, RunningZScore]):
-        self.normalizers = normalizers
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            # The Trainer has already created this folder (on_save runs after the checkpoint is written).
-            checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            os.makedirs(checkpoint_dir, exist_ok=True)
-            payload = {name: normalizer.state_dict() for name, normalizer in self.normalizers.items()}
-            path = os.path.join(checkpoint_dir, NORMALIZERS_FILENAME)
-            with open(path + ".tmp", "w") as f:
-                json.dump(payload, f, indent=2)
-            os.replace(path + ".tmp", path)  # a crash mid-write never leaves a truncated file behind
-        return control
+        return NormalizerCheckpointCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def restore_normalizers(
     checkpoint_dir: str | os.PathLike, normalizers: Mapping[str, RunningZScore]
 ) -> Mapping[str, RunningZScore]:
     """
-    Load the statistics written by [`NormalizerCheckpointCallback`] into `normalizers` (in place; returned).
+    Load the statistics written by [`~trl_rewards.callbacks.NormalizerCheckpointCallback`] into `normalizers` (in
+    place; returned).
 
     Raises `FileNotFoundError` when the checkpoint has no normalizer file and `KeyError` when a name is missing in it.
     """

@@ -232,3 +232,47 @@ def plot_evaluation(results: Mapping[str, Any], output_dir: str | os.PathLike) -
             results["subsets"], os.path.join(output_dir, "subset_accuracy.png")
         )
     return figures
+
+
+def plot_reward_trajectory(
+    history: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    keys: Sequence[str],
+    title: str | None = None,
+) -> str:
+    """
+    One panel per metric against the training step, sharing the step axis: the members of a reward ensemble live on
+    different scales (a reward model's logit, a PRM's probability, a 0/1 answer check), so each gets its own y axis.
+
+    Args:
+        history (`Sequence[Mapping]`): records with `"step"` and some of `keys` (e.g. one per GRPO logging step);
+            records without a key, or with `None` there, are skipped for that key.
+        path (`str`): PNG to write.
+        keys (`Sequence[str]`): the metrics to draw, one panel each, in order.
+        title (`str`, *optional*): figure title.
+
+    Returns:
+        `str`: `path`.
+    """
+    if not keys:
+        raise ValueError("keys is empty: nothing to plot")
+    series = {}
+    for key in keys:
+        points = sorted((r["step"], r[key]) for r in history if "step" in r and r.get(key) is not None)
+        if points:
+            series[key] = points
+    missing = [key for key in keys if key not in series]
+    if missing:
+        raise ValueError(f"history has no record with 'step' and {missing}")
+    figure = _figure(6.4, 1.2 + 1.9 * len(keys))
+    axes = np.atleast_1d(figure.subplots(len(keys), 1, sharex=True))
+    for ax, key in zip(axes, keys, strict=True):
+        steps, values = zip(*series[key], strict=True)
+        values = _finite(values, key)
+        ax.plot(steps, values, marker="o", color=CHOSEN_COLOR)
+        ax.axhline(values.mean(), color=BASELINE_COLOR, linestyle=":", linewidth=1)
+        ax.set_ylabel(key, fontsize=8)
+    axes[-1].set_xlabel("training step")
+    axes[0].set_title(title or "Reward trajectory", fontsize=9)
+    return _save(figure, path)

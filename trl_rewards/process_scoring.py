@@ -13,6 +13,7 @@ not depend on the batch size or the order of the inputs. Outcome reward models a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from .modeling import (
     load_reward_model,
     model_init_kwargs,
     prepare_tokenizer,
+    zero3_init_disabled,
 )
 
 AGGREGATIONS = ("product", "min", "last", "mean", "softmin")
@@ -107,7 +109,11 @@ def read_process_format(path: str) -> dict[str, Any] | None:
 
 
 def load_process_reward_model(
-    model_name_or_path: str, model_style: str | None = None, model_args=None, **from_pretrained_kwargs
+    model_name_or_path: str,
+    model_style: str | None = None,
+    model_args=None,
+    partition_under_zero3: bool = True,
+    **from_pretrained_kwargs,
 ):
     """
     Loads a PRM (a trained one, or a base model to train) and its tokenizer: a full model or a PEFT adapter folder.
@@ -117,6 +123,8 @@ def load_process_reward_model(
         model_style (`str`, *optional*): `"classifier"` (`AutoModelForTokenClassification`, 2 labels) or `"lm"`
             (`AutoModelForCausalLM`); read from the saved step layout when not given.
         model_args ([`~trl.ModelConfig`], *optional*): dtype, revision, quantization settings.
+        partition_under_zero3 (`bool`): when DeepSpeed ZeRO-3 is active, `True` (for training) lets it partition the
+            weights; `False` (for scoring) loads the whole model on this rank.
         **from_pretrained_kwargs: passed to `from_pretrained`.
 
     Returns:
@@ -134,26 +142,32 @@ def load_process_reward_model(
         )
     if style == "classifier":
         model, tokenizer = load_reward_model(
-            model_name_or_path, model_args=model_args, head="token", num_labels=2, **from_pretrained_kwargs
+            model_name_or_path,
+            model_args=model_args,
+            head="token",
+            num_labels=2,
+            partition_under_zero3=partition_under_zero3,
+            **from_pretrained_kwargs,
         )
     else:
         kwargs = model_init_kwargs(model_args, **from_pretrained_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(
             model_name_or_path, **{k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
         )
-        if is_adapter_path(model_name_or_path):
-            from peft import PeftModel
+        with contextlib.nullcontext() if partition_under_zero3 else zero3_init_disabled():
+            if is_adapter_path(model_name_or_path):
+                from peft import PeftModel
 
-            with open(os.path.join(model_name_or_path, ADAPTER_CONFIG)) as f:
-                base_path = json.load(f).get("base_model_name_or_path")
-            if not base_path:
-                raise ValueError(f"adapter {model_name_or_path!r} records no base model (base_model_name_or_path)")
-            base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
-            if base.get_input_embeddings().num_embeddings < len(tokenizer):  # the step tag was added in training
-                base.resize_token_embeddings(len(tokenizer))
-            model = PeftModel.from_pretrained(base, model_name_or_path)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+                with open(os.path.join(model_name_or_path, ADAPTER_CONFIG)) as f:
+                    base_path = json.load(f).get("base_model_name_or_path")
+                if not base_path:
+                    raise ValueError(f"adapter {model_name_or_path!r} records no base model (base_model_name_or_path)")
+                base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+                if base.get_input_embeddings().num_embeddings < len(tokenizer):  # the step tag was added in training
+                    base.resize_token_embeddings(len(tokenizer))
+                model = PeftModel.from_pretrained(base, model_name_or_path)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
         prepare_tokenizer(tokenizer, model)
         model.eval()
     if saved is not None:
@@ -252,7 +266,10 @@ class ProcessRewardScorer:
     def from_pretrained(cls, model_name_or_path: str, model_args=None, **kwargs) -> ProcessRewardScorer:
         """Loads a plain model or an adapter folder with [`load_process_reward_model`] and wraps it."""
         model, tokenizer = load_process_reward_model(
-            model_name_or_path, model_style=kwargs.get("model_style"), model_args=model_args
+            model_name_or_path,
+            model_style=kwargs.get("model_style"),
+            model_args=model_args,
+            partition_under_zero3=False,
         )
         return cls(model, tokenizer, **kwargs)
 

@@ -32,8 +32,20 @@ logger = logging.getLogger(__name__)
 
 
 def default_device() -> torch.device:
-    """`cuda` (the current CUDA device) when CUDA is available, else `cpu`."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """
+    This process's GPU when CUDA is available, else `cpu`.
+
+    Under a multi-process launcher (torchrun, accelerate, deepspeed) that is `cuda:{LOCAL_RANK}`, the GPU accelerate
+    gives the trainer on this rank, whenever the reward function is built: a loaded model is moved at construction,
+    often before the trainer has set the current device, which would otherwise put every rank's copy on `cuda:0`.
+    Without `LOCAL_RANK` (or when it names no visible GPU, e.g. one GPU per process) it is `cuda`, the current device.
+    """
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if local_rank.isdigit() and int(local_rank) < torch.cuda.device_count():
+        return torch.device("cuda", int(local_rank))
+    return torch.device("cuda")
 
 
 def _model_name(model, path: str | None, fallback: str) -> str:
@@ -154,7 +166,8 @@ class RewardModelFunction(_ModelBackedReward):
         padding_side (`str`, *optional*, defaults to `"right"`):
             `"right"` or `"left"` for decoders (scores do not depend on it); encoders always pad right.
         device (`str` or `torch.device`, *optional*):
-            Where the reward model runs. Defaults to `cuda` when available, else `cpu`.
+            Where the reward model runs. Defaults to this process's GPU when CUDA is available (see
+            [`default_device`]), else `cpu`.
         normalize (`bool`, *optional*, defaults to `False`):
             Return `(r - reward_mean) / reward_std` with the statistics stored in the model config (an error if
             there are none).
@@ -294,7 +307,8 @@ class ProcessRewardFunction(_ModelBackedReward):
             `__name__`. Defaults to the folder name (or the config's `_name_or_path`), else
             `"process_reward_model"`.
         device (`str` or `torch.device`, *optional*):
-            Where the PRM runs. Defaults to `cuda` when available, else `cpu`.
+            Where the PRM runs. Defaults to this process's GPU when CUDA is available (see [`default_device`]), else
+            `cpu`.
         model_style (`str`, *optional*):
             `"classifier"` or `"lm"`; by default the layout saved with the model by our trainer.
         model_args ([`~trl.ModelConfig`], *optional*):
@@ -352,7 +366,9 @@ class ProcessRewardFunction(_ModelBackedReward):
     def _load_from_path(self):
         from .process_scoring import load_process_reward_model
 
-        return load_process_reward_model(self._path, model_style=self.model_style, **self._load_options)
+        return load_process_reward_model(
+            self._path, model_style=self.model_style, partition_under_zero3=False, **self._load_options
+        )
 
     def _build_scorer(self):
         if self._scorer is None:

@@ -244,6 +244,26 @@ def test_loss_is_cross_entropy_over_good_bad_at_label_positions(tmp_path, kind):
     assert loss == pytest.approx(expected.item(), abs=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["llama-classifier", "lm"])
+def test_loss_is_the_mean_over_the_global_batch_whatever_the_micro_batches(tmp_path, kind):
+    """8 rows a step as 1 x 8 or as 4 accumulated micro-batches of 2: rows have 1 to 3 steps, so a mean of
+    micro-batch means would differ; the loss is the mean over every labelled step of the global batch."""
+    runs = {}
+    for micro, accumulation in ((8, 1), (2, 4)):
+        trainer, _ = _trainer(
+            tmp_path / f"{micro}",
+            kind,
+            train=_rows(24),
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=accumulation,
+            train_sampling_strategy="sequential",
+        )
+        trainer.train()
+        runs[micro] = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(runs[8]) == 3
+    assert runs[2] == pytest.approx(runs[8], abs=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -1,5 +1,7 @@
-"""Trainers: subclasses of TRL's that override only what differs."""
+"""Trainers: subclasses of TRL's that override only what differs (all need trl>=1.16)."""
 
 from .bt import BradleyTerryTrainer
+from .outcome import OutcomeRewardTrainer
+from .process import ProcessRewardTrainer
 
-__all__ = ["BradleyTerryTrainer"]
+__all__ = ["BradleyTerryTrainer", "OutcomeRewardTrainer", "ProcessRewardTrainer"]

@@ -132,7 +132,7 @@ class BradleyTerryTrainer(RewardTrainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict)
-        if is_peft_model(self.model):
+        if is_peft_model(self.model) and self.args.should_save:  # under ZeRO-3 every process passes here
             save_reward_stats(self.model, output_dir or self.args.output_dir)
 
     def train(self, *args, **kwargs):

@@ -28,14 +28,20 @@ from collections import defaultdict
 
 import torch
 from accelerate.utils import is_peft_model
-from transformers import AddedToken, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+from transformers import (
+    AddedToken,
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    set_seed,
+)
 from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model, global_then_local_main_first
 
 from ..configs import ProcessRewardConfig
 from ..data.process_tokenization import IGNORE_INDEX, StepCollator, single_token_id, step_format, tokenize_stepwise
 from ..losses import process_step_loss, step_tag_logits, step_tag_loss
-from ..modeling import is_decoder_model, prepare_tokenizer
+from ..modeling import is_decoder_model, is_quantized, prepare_tokenizer, upcast_reward_head
 from ..process_scoring import FORMAT_ATTRIBUTE, FORMAT_FILE
 from ..verifier_metrics import step_metrics
 
@@ -108,7 +114,8 @@ class ProcessRewardTrainer(_BaseTrainer):
     ```
     """
 
-    loss_is_scaled_for_ga = False
+    # None: the Trainer's rule, i.e. scaled exactly when `num_items_in_batch` is passed (see `compute_loss`)
+    loss_is_scaled_for_ga = None
     _tag_names = ["trl", "trl-rewards", "process-reward-model"]
     _name = "Process Reward"
 
@@ -134,6 +141,7 @@ class ProcessRewardTrainer(_BaseTrainer):
         if train_dataset is None:
             raise ValueError("train_dataset is required")
         style = args.model_style
+        set_seed(args.seed)  # a head (or tag embedding) initialized below must not depend on the caller's RNG state
         if isinstance(model, str):
             name = model
             model = STYLE_HEADS[style].from_pretrained(name, **({"num_labels": 2} if style == "classifier" else {}))
@@ -162,7 +170,7 @@ class ProcessRewardTrainer(_BaseTrainer):
         if data_collator is None:
             data_collator = StepCollator(processing_class.pad_token_id, args.pad_to_multiple_of)
         self.length_reports = {}
-        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
+        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", training=True)
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: self._prepare_dataset(d, processing_class, args, k) for k, d in eval_dataset.items()}
         elif eval_dataset is not None:
@@ -184,6 +192,8 @@ class ProcessRewardTrainer(_BaseTrainer):
         self.can_return_loss = True
         self.label_names = []
         self._decoder = is_decoder_model(self.model)
+        if style == "classifier" and (is_quantized(_unwrap(self.model)) or args.bf16 or args.fp16):
+            upcast_reward_head(self.model)  # step probabilities (and the loss) in float32 over a 4-bit/bf16 body
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._steps = {"train": [], "eval": []}
         self._total_train_tokens = 0
@@ -227,13 +237,13 @@ class ProcessRewardTrainer(_BaseTrainer):
             model.enable_input_require_grads()
         return model
 
-    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name, training=False):
         columns = dataset.column_names
         if {"input_ids", "labels"} <= set(columns) and "completions" not in columns:
             if "length" not in columns:
                 dataset = dataset.map(lambda ex: {"length": len(ex["input_ids"])})
             return dataset  # already tokenized
-        last_only = args.train_on_last_step_only if dataset_name == "train" else args.eval_on_last_step_only
+        last_only = args.train_on_last_step_only if training else args.eval_on_last_step_only
         with global_then_local_main_first():
             tokenized, report = tokenize_stepwise(
                 dataset,
@@ -270,17 +280,25 @@ class ProcessRewardTrainer(_BaseTrainer):
         forward_kwargs = {"use_cache": False} if self._decoder else {}
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **forward_kwargs)
         labels = inputs["labels"]
+        # With `num_items_in_batch` (the labelled steps of the whole accumulated, cross-device batch) the loss is the
+        # mean over every step of the global batch, whatever its split into micro-batches and processes; without it,
+        # the mean over this micro-batch's steps.
+        reduction = "sum" if num_items_in_batch is not None else "mean"
         if self.args.model_style == "classifier":
             step_logits = outputs.logits
-            loss = process_step_loss(step_logits, labels)
+            loss = process_step_loss(step_logits, labels, reduction=reduction)
         else:
-            loss = step_tag_loss(outputs.logits, labels, self.good_token_id, self.bad_token_id)
+            loss = step_tag_loss(outputs.logits, labels, self.good_token_id, self.bad_token_id, reduction=reduction)
             step_logits = step_tag_logits(outputs.logits.detach(), self.good_token_id, self.bad_token_id)
+        if num_items_in_batch is not None:
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices:  # the count spans every process; DDP averages gradients
+                loss = loss * self.accelerator.num_processes
 
         if mode == "train":
-            self._total_train_tokens += (
-                self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
-            )
+            # 1-element, not 0-d: gloo's all_gather (CPU runs) rejects 0-d tensors
+            n_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
+            self._total_train_tokens += n_tokens
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         # Training batches are gathered whole; evaluation drops the samples the sampler repeats to even out ranks.
         gather = self.accelerator.gather if mode == "train" else self.accelerator.gather_for_metrics
@@ -317,6 +335,8 @@ class ProcessRewardTrainer(_BaseTrainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict)
+        if not self.args.should_save:  # under ZeRO-3 every process passes here; the main one writes
+            return
         output_dir = output_dir or self.args.output_dir
         with open(os.path.join(output_dir, FORMAT_FILE), "w") as f:
             json.dump(self.process_format, f, indent=2)
