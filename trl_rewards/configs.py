@@ -57,7 +57,55 @@ def _check_choice(name: str, value, choices) -> None:
 
 
 @dataclass
-class BradleyTerryConfig(RewardConfig):
+class _TrainingFields:
+    """
+    Settings shared by every trainer's config (one definition each): the length limit, what happens to longer rows,
+    and a bf16 default that follows the hardware. Listed first among a config's bases, so these fields replace TRL's
+    of the same name.
+    """
+
+    max_length: int | None = field(
+        default=1024,
+        metadata={
+            "help": "Longest tokenized row (prompt + completion, or prompt + steps) kept as is; longer rows are "
+            "handled as `too_long` says, and always reported."
+        },
+    )
+    too_long: str = field(
+        default="truncate",
+        metadata={
+            "help": "Rows longer than max_length: truncate (pairs and outcomes keep the start's special tokens and "
+            "the end; stepwise rows are cut from the left, never a labelled token), drop, or error.",
+            "choices": list(TOO_LONG_POLICIES),
+        },
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Use bf16 mixed precision. If not set: on when the GPU supports bf16, off on CPU (TRL turns it on "
+            "everywhere)."
+        },
+    )
+
+    def _check_training_fields(self) -> None:
+        _check_choice("too_long", self.too_long, TOO_LONG_POLICIES)
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
+
+
+@dataclass
+class _CalibrationField:
+    calibration_bins: int = field(
+        default=10, metadata={"help": "Number of confidence bins of the logged expected calibration error."}
+    )
+
+    def _check_calibration_field(self) -> None:
+        if self.calibration_bins < 1:
+            raise ValueError(f"calibration_bins must be >= 1, got {self.calibration_bins}")
+
+
+@dataclass
+class BradleyTerryConfig(_TrainingFields, _CalibrationField, RewardConfig):
     """
     Configuration for [`BradleyTerryTrainer`]: TRL's [`~trl.RewardConfig`] plus the options below.
 
@@ -81,21 +129,6 @@ class BradleyTerryConfig(RewardConfig):
             in the model config as `reward_mean` / `reward_std`, for downstream normalization.
     """
 
-    max_length: int | None = field(
-        default=1024,
-        metadata={
-            "help": "Longest tokenized sequence (prompt + completion) kept as is; longer pairs are handled as "
-            "`too_long` says, and always reported."
-        },
-    )
-    too_long: str = field(
-        default="truncate",
-        metadata={
-            "help": "What to do with pairs longer than `max_length`: truncate (keep the start's special tokens and "
-            "the end), drop, or error.",
-            "choices": list(TOO_LONG_POLICIES),
-        },
-    )
     label_smoothing: float = field(
         default=0.0,
         metadata={"help": "Label smoothing ε in [0, 0.5): target p becomes p(1-ε) + (1-p)ε."},
@@ -104,9 +137,6 @@ class BradleyTerryConfig(RewardConfig):
         default="loss",
         metadata={"help": "How equal rewards count in the logged accuracy.", "choices": list(TIE_POLICIES)},
     )
-    calibration_bins: int = field(
-        default=10, metadata={"help": "Number of confidence bins of the logged expected calibration error."}
-    )
     store_reward_stats: bool = field(
         default=True,
         metadata={
@@ -114,26 +144,16 @@ class BradleyTerryConfig(RewardConfig):
             "model config as `reward_mean`/`reward_std`."
         },
     )
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Use bf16 mixed precision. If not set: on when the GPU supports bf16, off on CPU (TRL turns it on "
-            "everywhere)."
-        },
-    )
 
     def __post_init__(self):
         _resolve_host_defaults(self)
-        _check_choice("too_long", self.too_long, TOO_LONG_POLICIES)
+        self._check_training_fields()
+        self._check_calibration_field()
         _check_choice("tie_policy", self.tie_policy, TIE_POLICIES)
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing}")
         if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
             raise ValueError(f"center_rewards_coefficient must be >= 0, got {self.center_rewards_coefficient}")
-        if self.calibration_bins < 1:
-            raise ValueError(f"calibration_bins must be >= 1, got {self.calibration_bins}")
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
         super().__post_init__()
 
 
@@ -181,7 +201,7 @@ _LM_STYLE_DEFAULTS = {"step_tag": "<|prm_label|>", "good_token": "+", "bad_token
 
 
 @dataclass
-class ProcessRewardConfig(_BaseConfig):
+class ProcessRewardConfig(_TrainingFields, _BaseConfig):
     """
     Configuration for [`ProcessRewardTrainer`]: TRL's base training arguments plus the options below. (TRL removed
     its `PRMConfig` in 1.13; the fields keep its names where they exist.)
@@ -250,18 +270,6 @@ class ProcessRewardConfig(_BaseConfig):
     eval_on_last_step_only: bool = field(
         default=False, metadata={"help": "Label only the last step of each evaluation row."}
     )
-    max_length: int | None = field(
-        default=1024,
-        metadata={"help": "Longest tokenized row kept as is; longer rows are handled as too_long says, and reported."},
-    )
-    too_long: str = field(
-        default="truncate",
-        metadata={
-            "help": "Rows longer than max_length: truncate (cut from the left: prompt first, then the oldest steps, "
-            "never a labelled token; rows that cannot fit so are dropped), drop, or error.",
-            "choices": list(TOO_LONG_POLICIES),
-        },
-    )
     step_threshold: float = field(
         default=0.5, metadata={"help": "A step is predicted bad when P(correct) is below this value."}
     )
@@ -273,18 +281,11 @@ class ProcessRewardConfig(_BaseConfig):
     )
     disable_dropout: bool = field(default=True, metadata={"help": "Whether to disable dropout in the model."})
     learning_rate: float = field(default=1e-5, metadata={"help": "The initial learning rate for AdamW."})
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Use bf16 mixed precision. If not set: on when the GPU supports bf16, off on CPU (TRL turns it on "
-            "everywhere)."
-        },
-    )
 
     def __post_init__(self):
         _resolve_host_defaults(self)
+        self._check_training_fields()
         _check_choice("model_style", self.model_style, PRM_MODEL_STYLES)
-        _check_choice("too_long", self.too_long, TOO_LONG_POLICIES)
         for name, default in _LM_STYLE_DEFAULTS.items():
             value = getattr(self, name)
             if self.model_style == "classifier" and value is not None:
@@ -302,8 +303,6 @@ class ProcessRewardConfig(_BaseConfig):
             raise ValueError(f"step_separator must be a string, got {type(self.step_separator).__name__}")
         if self.model_style == "classifier" and not self.step_separator:
             raise ValueError("step_separator must not be empty with model_style='classifier': the label sits on it")
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
         if not 0.0 < self.step_threshold < 1.0:
             raise ValueError(f"step_threshold must lie in (0, 1), got {self.step_threshold}")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
@@ -312,7 +311,7 @@ class ProcessRewardConfig(_BaseConfig):
 
 
 @dataclass
-class OutcomeRewardConfig(RewardConfig):
+class OutcomeRewardConfig(_TrainingFields, _CalibrationField, RewardConfig):
     """
     Configuration for [`OutcomeRewardTrainer`]: TRL's [`~trl.RewardConfig`] plus the options below.
 
@@ -338,33 +337,12 @@ class OutcomeRewardConfig(RewardConfig):
             "choices": list(ORM_SUPERVISIONS),
         },
     )
-    max_length: int | None = field(
-        default=1024,
-        metadata={"help": "Longest tokenized sequence kept as is; longer ones are handled as too_long says."},
-    )
-    too_long: str = field(
-        default="truncate",
-        metadata={
-            "help": "Sequences longer than max_length: truncate (keep the start's special tokens and the end), drop, "
-            "or error.",
-            "choices": list(TOO_LONG_POLICIES),
-        },
-    )
-    calibration_bins: int = field(
-        default=10, metadata={"help": "Number of confidence bins of the logged expected calibration error."}
-    )
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Use bf16 mixed precision. If not set: on when the GPU supports bf16, off on CPU (TRL turns it on "
-            "everywhere)."
-        },
-    )
 
     def __post_init__(self):
         _resolve_host_defaults(self)
+        self._check_training_fields()
+        self._check_calibration_field()
         _check_choice("supervision", self.supervision, ORM_SUPERVISIONS)
-        _check_choice("too_long", self.too_long, TOO_LONG_POLICIES)
         if self.center_rewards_coefficient is not None:
             raise ValueError(
                 "center_rewards_coefficient is not used by OutcomeRewardTrainer: the BCE loss already fixes the "
@@ -372,10 +350,6 @@ class OutcomeRewardConfig(RewardConfig):
             )
         if self.chat_template_path is not None:
             raise ValueError("chat_template_path is not used by OutcomeRewardTrainer: outcome rows are plain text")
-        if self.calibration_bins < 1:
-            raise ValueError(f"calibration_bins must be >= 1, got {self.calibration_bins}")
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
         super().__post_init__()
 
 
