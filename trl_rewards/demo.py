@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 from .demo_stages import PRM_AGGREGATIONS, default_encoder_path
@@ -450,4 +451,9 @@ def main(argv: list[str] | None = None) -> dict:
     from trl import TrlParser
 
     (args,) = TrlParser((DemoArguments,), prog="trl-rewards demo").parse_args_and_config(argv)
-    return run(args)
+    with warnings.catch_warnings():
+        # Library chatter a newcomer cannot act on: PEFT reads transformers' renamed `is_gradient_checkpointing` at
+        # every GRPO step, and saving a LoRA policy whose base is a GGUF file finds no config beside it.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
+        return run(args)
