@@ -13,6 +13,7 @@ token counts are easy to reason about in tests (one character, one token).
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -157,3 +158,26 @@ def save_tiny(model, tokenizer, path) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def tiny_training_args(config_cls, tmp_path, **overrides):
+    """
+    A trainer config (`BradleyTerryConfig`, `OutcomeRewardConfig`, `ProcessRewardConfig`, ...) for fast, deterministic
+    CPU tests: output in `tmp_path / "out"`, batch 4, one epoch, lr 5e-3, a log every step, nothing saved or reported,
+    no activation checkpointing, seed 0. `overrides` win.
+    """
+    defaults = dict(
+        output_dir=str(Path(tmp_path) / "out"),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        num_train_epochs=1,
+        learning_rate=5e-3,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        gradient_checkpointing=False,
+        seed=0,
+        dataloader_pin_memory=False,
+    )
+    defaults.update(overrides)
+    return config_cls(**defaults)

@@ -10,7 +10,7 @@ from datasets import Dataset
 from trl_rewards.configs import BradleyTerryConfig
 from trl_rewards.modeling import load_reward_model, merge_adapter
 from trl_rewards.scoring import RewardScorer
-from trl_rewards.testing import save_tiny, tiny_bert_reward_model, tiny_llama_reward_model
+from trl_rewards.testing import save_tiny, tiny_bert_reward_model, tiny_llama_reward_model, tiny_training_args
 from trl_rewards.trainers.bt import BradleyTerryTrainer
 
 HEADS = {"llama": "score", "bert": "classifier"}
@@ -24,21 +24,9 @@ def _pairs(n=16, **extra):
 
 
 def _args(tmp_path, **kw):
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=8,
-        num_train_epochs=1,
-        learning_rate=5e-3,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        gradient_checkpointing=False,
-        seed=0,
-        dataloader_pin_memory=False,
+    return tiny_training_args(
+        BradleyTerryConfig, tmp_path, **{"per_device_train_batch_size": 8, "per_device_eval_batch_size": 8, **kw}
     )
-    defaults.update(kw)
-    return BradleyTerryConfig(**defaults)
 
 
 @pytest.mark.parametrize("arch", ["llama", "bert"])

@@ -15,7 +15,13 @@ from trl_rewards.configs import OutcomeRewardConfig
 from trl_rewards.data.outcome_tokenization import encode_outcome
 from trl_rewards.modeling import load_reward_model
 from trl_rewards.scoring import RewardScorer
-from trl_rewards.testing import save_tiny, tiny_bert_reward_model, tiny_bert_tokenizer, tiny_llama_reward_model
+from trl_rewards.testing import (
+    save_tiny,
+    tiny_bert_reward_model,
+    tiny_bert_tokenizer,
+    tiny_llama_reward_model,
+    tiny_training_args,
+)
 from trl_rewards.trainers.outcome import OutcomeRewardTrainer
 from trl_rewards.verifier_metrics import outcome_metrics
 
@@ -30,21 +36,7 @@ def _rows(n=12):
 
 
 def _args(tmp_path, **kw):
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=4,
-        num_train_epochs=1,
-        learning_rate=5e-3,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        gradient_checkpointing=False,
-        seed=0,
-        dataloader_pin_memory=False,
-    )
-    defaults.update(kw)
-    return OutcomeRewardConfig(**defaults)
+    return tiny_training_args(OutcomeRewardConfig, tmp_path, **kw)
 
 
 def _trainer(tmp_path, arch, train=None, eval_dataset=None, **kw):

@@ -20,6 +20,7 @@ from trl_rewards.testing import (
     tiny_llama_config,
     tiny_llama_token_classifier,
     tiny_llama_tokenizer,
+    tiny_training_args,
 )
 from trl_rewards.trainers.process import ProcessRewardTrainer
 from trl_rewards.verifier_metrics import step_metrics
@@ -37,21 +38,7 @@ def _rows(n=12):
 
 
 def _args(tmp_path, **kw):
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=4,
-        num_train_epochs=1,
-        learning_rate=5e-3,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        gradient_checkpointing=False,
-        seed=0,
-        dataloader_pin_memory=False,
-    )
-    defaults.update(kw)
-    return ProcessRewardConfig(**defaults)
+    return tiny_training_args(ProcessRewardConfig, tmp_path, **kw)
 
 
 def _causal_lm(seed=0):
