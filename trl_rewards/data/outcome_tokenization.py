@@ -11,7 +11,6 @@ the end is where a decoder's score is read and where the final answer is), dropp
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +19,7 @@ from datasets import Dataset
 
 from .outcome import validate_outcome_rows
 from .preference import TOO_LONG_POLICIES, _leading_special, _text_ids
-from .process_tokenization import RowLengthReport, pad_right
-
-logger = logging.getLogger(__name__)
+from .process_tokenization import RowLengthReport, apply_length_policy, pad_right
 
 
 def encode_outcome(tokenizer, prompt: str, completion: str, with_mask: bool = False) -> tuple[list[int], list[int]]:
@@ -101,31 +98,14 @@ def tokenize_outcomes(
         return {**row, "completion_mask": mask} if with_completion_mask else row
 
     tokenized = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name}")
-    full_lengths = tokenized["full_length"]
-    too_long_rows = [i for i, n in enumerate(full_lengths) if max_length is not None and n > max_length]
-    if too_long_rows and too_long == "error":
-        row = too_long_rows[0]
-        raise ValueError(
-            f"{name}: {len(too_long_rows)} rows exceed max_length={max_length}; first is row {row} "
-            f"({full_lengths[row]} tokens). Set too_long='truncate' or 'drop', or raise max_length."
-        )
-    dropped = set(too_long_rows) if too_long == "drop" else set()
-    if dropped and len(dropped) == len(tokenized):
-        raise ValueError(f"{name}: all {len(tokenized)} rows exceed max_length={max_length}, nothing is left")
-    if dropped:
-        tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in dropped])
-    report = RowLengthReport(
-        n_rows=len(dataset),
-        n_too_long=len(too_long_rows),
-        n_truncated=len(too_long_rows) - len(dropped),
-        n_dropped=len(dropped),
-        max_length=max_length,
-        action=too_long,
-        longest=max(full_lengths),
+    return apply_length_policy(
+        tokenized,
+        len(dataset),
+        max_length,
+        too_long,
+        name,
         truncation="were truncated (leading special tokens and the end kept)",
     )
-    (logger.warning if report.n_too_long else logger.info)(report.message(name))
-    return tokenized.remove_columns("full_length"), report
 
 
 @dataclass

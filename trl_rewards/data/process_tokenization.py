@@ -267,6 +267,23 @@ def tokenize_stepwise(
     # type, and the input "labels" are booleans (-100 would become True).
     tokenized = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name}")
     tokenized = tokenized.rename_column("token_labels", "labels")
+    return apply_length_policy(tokenized, len(dataset), max_length, too_long, name)
+
+
+def apply_length_policy(
+    tokenized: Dataset,
+    n_rows: int,
+    max_length: int | None,
+    too_long: str,
+    name: str,
+    truncation: str | None = None,
+) -> tuple[Dataset, RowLengthReport]:
+    """
+    The over-long-row policy shared by the row tokenizers ([`tokenize_stepwise`], [`tokenize_outcomes`]), applied
+    after encoding. `tokenized` has `full_length` (tokens before any cut) and `length` (after; 0 for a row that could
+    not be truncated to fit). `"error"` raises at the first over-long row, `"drop"` removes them, `"truncate"` keeps
+    the cut rows and drops only those of length 0. Returns the rows without `full_length` and the (logged) report.
+    """
     full_lengths = tokenized["full_length"]
     too_long_rows = [i for i, n in enumerate(full_lengths) if max_length is not None and n > max_length]
     if too_long_rows and too_long == "error":
@@ -285,13 +302,14 @@ def tokenize_stepwise(
     if dropped:
         tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in dropped])
     report = RowLengthReport(
-        n_rows=len(dataset),
+        n_rows=n_rows,
         n_too_long=len(too_long_rows),
         n_truncated=len(too_long_rows) - len(dropped),
         n_dropped=len(dropped),
         max_length=max_length,
         action=too_long,
         longest=max(full_lengths),
+        **({"truncation": truncation} if truncation else {}),
     )
     (logger.warning if report.n_too_long else logger.info)(report.message(name))
     return tokenized.remove_columns("full_length"), report
