@@ -342,6 +342,13 @@ def test_lora_adapter_reloads_and_scores_identically(tmp_path, kind):
     )
     for a, b in zip(expected, got, strict=True):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-6, rtol=0)
+    # `trl-rewards merge` recognises the PRM adapter: a plain model with the same step layout and scores
+    main(["merge", str(tmp_path / "adapter"), str(tmp_path / "merged")])
+    merged = ProcessRewardScorer.from_pretrained(str(tmp_path / "merged"))
+    assert not merged.model.__class__.__name__.startswith("Peft")
+    assert merged.format == trainer.process_format
+    for a, b in zip(expected, merged.step_probabilities(rows["prompt"], rows["completions"]), strict=True):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=0)
 
 
 def test_peft_task_type_must_match_style(tmp_path):
