@@ -8,9 +8,6 @@ different numbers of labelled steps, so this also checks that its loss is the me
 """
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,69 +19,27 @@ from trl_rewards.testing import save_tiny, tiny_llama_reward_model, tiny_llama_t
 
 pytestmark = [pytest.mark.multiprocess]
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 WORKER = HERE / "train_worker.py"
 
 deepspeed = pytest.importorskip("deepspeed", reason="deepspeed is not installed (the `deepspeed` extra)")
 
 
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
-    env.pop("ACCELERATE_USE_DEEPSPEED", None)
-    return env
-
-
-def _run(cmd, out: Path):
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=out.parent)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-
-
 @pytest.fixture(scope="module", params=["bt", "prm"])
-def runs(request, tmp_path_factory):
+def runs(request, launcher, tmp_path_factory):
     kind = request.param
     root = tmp_path_factory.mktemp(f"ds-{kind}")
     model, tok = tiny_llama_reward_model() if kind == "bt" else tiny_llama_token_classifier()
     model_dir = save_tiny(model, tok, root / "tiny")
     common = [str(WORKER), "--kind", kind, "--model", model_dir, "--steps", "4", "--n_rows", "32"]
-    _run([sys.executable, *common, "--out", str(root / "single"), "--batch_size", "8"], root / "single")
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    launcher.run([sys.executable, *common, "--out", str(root / "single"), "--batch_size", "8"], root)
     for stage in (2, 3):
         out = root / f"zero{stage}"
-        _run(
-            [
-                accelerate,
-                "launch",
-                "--num_processes",
-                "2",
-                "--use_deepspeed",
-                "--zero_stage",
-                str(stage),
-                "--deepspeed_config_file",
-                str(REPO / "deepspeed_configs" / f"zero{stage}.json"),
-                "--main_process_port",
-                str(29500 + stage),
-                *common,
-                "--out",
-                str(out),
-                "--batch_size",
-                "4",
-            ],
-            out,
-        )
+        launcher.run([*launcher.deepspeed(stage), *common, "--out", str(out), "--batch_size", "4"], root)
     return kind, root
 
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def _worker():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_worker", WORKER)
-    worker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(worker)
-    return worker
 
 
 def _flat(scores):
@@ -103,9 +58,9 @@ def test_loss_trajectory_matches_single_process(runs, stage):
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_saved_model_scores_identically_on_every_rank_and_in_a_plain_process(runs, stage):
+def test_saved_model_scores_identically_on_every_rank_and_in_a_plain_process(runs, launcher, stage):
     kind, root = runs
-    worker = _worker()
+    worker = launcher.module(WORKER)
     ranks = [_load(root / f"zero{stage}" / f"rank{r}.json") for r in (0, 1)]
     assert ranks[0]["scores"] == ranks[1]["scores"]
     saved = str(root / f"zero{stage}" / "model")

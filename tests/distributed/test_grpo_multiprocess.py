@@ -12,11 +12,6 @@ excluded); the per-member metrics reach the trainer's logs, averaged across rank
 
 import json
 import math
-import os
-import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,42 +24,10 @@ from trl_rewards.testing import save_tiny, tiny_bert_reward_model, tiny_llama_re
 
 pytestmark = [pytest.mark.multiprocess]
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 WORKER = HERE / "grpo_worker.py"
 MODEL_MEMBERS = ("llama_rm", "bert_rm")
 MEMBERS = (*MODEL_MEMBERS, "answer_correctness")
 LAUNCHERS = ("plain", "zero3")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
-    env.pop("ACCELERATE_USE_DEEPSPEED", None)
-    return env
-
-
-def _launch(launcher: str) -> list[str]:
-    if launcher == "plain":
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
-    pytest.importorskip("deepspeed", reason="deepspeed is not installed (the `deepspeed` extra)")
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    return [
-        accelerate,
-        "launch",
-        "--num_processes",
-        "2",
-        "--use_deepspeed",
-        "--zero_stage",
-        "3",
-        "--deepspeed_config_file",
-        str(REPO / "deepspeed_configs" / "zero3.json"),
-        "--main_process_port",
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +40,10 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", params=LAUNCHERS)
-def ranks(request, models, tmp_path_factory):
+def ranks(request, models, launcher, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"grpo_{request.param}")
     cmd = [
-        *_launch(request.param),
-        str(_free_port()),
+        *(launcher.torchrun() if request.param == "plain" else launcher.deepspeed(3)),
         str(WORKER),
         "--llama_rm",
         models["llama_rm"],
@@ -90,19 +52,9 @@ def ranks(request, models, tmp_path_factory):
         "--out",
         str(out),
     ]
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=out)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    launcher.run(cmd, out, timeout=300)
     loaded = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     return request.param, loaded
-
-
-def _worker_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("grpo_worker", WORKER)
-    worker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(worker)
-    return worker
 
 
 def test_two_ranks_and_the_expected_backend(ranks):
@@ -143,12 +95,12 @@ def test_members_on_the_expected_device_and_whole(ranks):
     assert all(rank["members"][name]["num_parameters"] == counts[name] for rank in loaded for name in counts)
 
 
-def test_member_rewards_equal_a_single_process_rescoring(ranks, models):
+def test_member_rewards_equal_a_single_process_rescoring(ranks, models, launcher):
     """Each rank scored its texts with the right model and tokenizer: a plain process gives the same rewards."""
     _, loaded = ranks
     scorers = {name: RewardScorer.from_pretrained(path) for name, path in models.items()}
     scorers["bert_rm"].max_length = 64  # as in the worker
-    worker = _worker_module()
+    worker = launcher.module(WORKER)
     gold = dict(zip(*(worker.prompts()[column] for column in ("prompt", "answer")), strict=True))
     answer = AnswerCorrectnessReward()
     for rank in loaded:
