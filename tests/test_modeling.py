@@ -6,6 +6,7 @@ from datasets import Dataset
 
 from trl_rewards.modeling import (
     is_decoder_model,
+    keep_reward_head_fp32,
     load_reward_model,
     merge_adapter,
     reward_peft_config,
@@ -28,6 +29,16 @@ def test_upcast_reward_head_keeps_head_fp32_and_casts_inputs():
     assert model.score.weight.dtype == torch.float32
     logits = model(**tok(["hello"], return_tensors="pt")).logits
     assert logits.dtype == torch.float32  # bf16 hidden states went through an fp32 head
+
+
+def test_keep_reward_head_fp32_only_for_low_precision_or_quantized_bodies():
+    from types import SimpleNamespace
+
+    model, _ = tiny_llama_reward_model()
+    assert keep_reward_head_fp32(model, SimpleNamespace(bf16=False, fp16=False)) == []  # fp32 body: nothing to do
+    model.to(torch.bfloat16)
+    assert keep_reward_head_fp32(model, SimpleNamespace(bf16=True, fp16=False)) == ["score"]
+    assert model.score.weight.dtype == torch.float32
 
 
 def test_zero3_init_disabled_restores_the_deepspeed_reference():

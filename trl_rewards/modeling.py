@@ -110,6 +110,17 @@ def is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
 
+def keep_reward_head_fp32(model, args) -> list[str]:
+    """
+    [`upcast_reward_head`] when it matters: the body is 4/8-bit (QLoRA, where TRL casts every trainable parameter,
+    the head included, to bf16) or trains in bf16/fp16 (`args`: the trainer's config). Returns the names upcast (none
+    for a model without a `score`/`classifier` head, e.g. a causal LM).
+    """
+    if is_quantized(model) or args.bf16 or args.fp16:
+        return upcast_reward_head(model)
+    return []
+
+
 def is_adapter_path(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
 

@@ -27,7 +27,7 @@ from ..configs import BradleyTerryConfig
 from ..data.collators import PreferenceCollator
 from ..data.preference import tokenize_preferences
 from ..losses import bradley_terry_loss, reward_centering_loss, smoothed_target
-from ..modeling import is_decoder_model, is_quantized, save_reward_stats, upcast_reward_head
+from ..modeling import is_decoder_model, keep_reward_head_fp32, save_reward_stats
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ class BradleyTerryTrainer(RewardTrainer):
                 pad_to_multiple_of=self.data_collator.pad_to_multiple_of,
             )
         self._decoder = is_decoder_model(self.model)
-        if is_quantized(self.model) or self.args.bf16 or self.args.fp16:
-            upcast_reward_head(self.model)  # TRL casts QLoRA's trainable params, the head included, to bf16
+        keep_reward_head_fp32(self.model, self.args)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         with global_then_local_main_first():

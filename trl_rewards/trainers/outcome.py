@@ -33,7 +33,7 @@ from trl.trainer.utils import global_then_local_main_first
 from ..configs import OutcomeRewardConfig
 from ..data.outcome_tokenization import OutcomeCollator, tokenize_outcomes
 from ..losses import outcome_loss, token_outcome_loss
-from ..modeling import is_decoder_model, is_quantized, upcast_reward_head
+from ..modeling import is_decoder_model, keep_reward_head_fp32
 from ..verifier_metrics import outcome_metrics
 
 
@@ -123,8 +123,7 @@ class OutcomeRewardTrainer(RewardTrainer):
                 pad_to_multiple_of=self.data_collator.pad_to_multiple_of,
             )
         self._decoder = is_decoder_model(self.model)
-        if is_quantized(self.model) or self.args.bf16 or self.args.fp16:
-            upcast_reward_head(self.model)  # TRL casts QLoRA's trainable params, the head included, to bf16
+        keep_reward_head_fp32(self.model, self.args)
         self._token_scores = _TokenScores(self.model) if args.supervision == "all_tokens" else None
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):

@@ -41,7 +41,7 @@ from trl.trainer.utils import disable_dropout_in_model, global_then_local_main_f
 from ..configs import ProcessRewardConfig
 from ..data.process_tokenization import IGNORE_INDEX, StepCollator, single_token_id, step_format, tokenize_stepwise
 from ..losses import process_step_loss, step_tag_logits, step_tag_loss
-from ..modeling import is_decoder_model, is_quantized, prepare_tokenizer, upcast_reward_head
+from ..modeling import is_decoder_model, keep_reward_head_fp32, prepare_tokenizer
 from ..process_scoring import FORMAT_ATTRIBUTE, FORMAT_FILE
 from ..verifier_metrics import step_metrics
 
@@ -192,8 +192,7 @@ class ProcessRewardTrainer(_BaseTrainer):
         self.can_return_loss = True
         self.label_names = []
         self._decoder = is_decoder_model(self.model)
-        if style == "classifier" and (is_quantized(_unwrap(self.model)) or args.bf16 or args.fp16):
-            upcast_reward_head(self.model)  # step probabilities (and the loss) in float32 over a 4-bit/bf16 body
+        keep_reward_head_fp32(self.model, self.args)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._steps = {"train": [], "eval": []}
         self._total_train_tokens = 0
