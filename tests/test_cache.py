@@ -96,6 +96,47 @@ def test_fingerprints_follow_the_weights(tmp_path):
         path_fingerprint(tmp_path / "missing")
 
 
+class _LockedAtFirst:
+    """A connection whose first `fails` WAL switches fail as SQLite's do when two processes create a cache at once
+    ("database is locked", returned without calling the busy handler)."""
+
+    def __init__(self, connection, fails):
+        self.connection, self.fails, self.attempts = connection, fails, 0
+
+    def execute(self, sql, *args):
+        if sql.startswith("PRAGMA journal_mode"):
+            self.attempts += 1
+            if self.attempts <= self.fails:
+                raise sqlite3.OperationalError("database is locked")
+        return self.connection.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.connection, name)
+
+
+def test_wal_switch_is_retried_within_the_timeout(tmp_path, monkeypatch):
+    import trl_rewards.cache as cache_module
+
+    opened = []
+    connect = sqlite3.connect
+
+    def locked_connect(*args, **kwargs):
+        opened.append(_LockedAtFirst(connect(*args, **kwargs), fails=3))
+        return opened[-1]
+
+    monkeypatch.setattr(cache_module.sqlite3, "connect", locked_connect)
+    cache = ScoreCache(tmp_path / "retry.sqlite", timeout=5)
+    assert opened[0].attempts == 4  # three refusals, then WAL
+    cache.put_many("m", ["p"], ["c"], [1.5])
+    assert cache.get_many("m", ["p"], ["c"]) == [1.5]
+    cache.close()
+
+    opened.clear()
+    monkeypatch.setattr(cache_module.sqlite3, "connect", lambda *a, **k: _LockedAtFirst(connect(*a, **k), fails=10**9))
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        ScoreCache(tmp_path / "never.sqlite", timeout=0.1)  # still locked when the timeout is spent: the error
+
+
 def _writer(path, worker, start, stop, barrier):
     """Writes rows start..stop-1 one small transaction at a time, racing the other process."""
     cache = ScoreCache(path, timeout=30)

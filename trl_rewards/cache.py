@@ -17,7 +17,8 @@ Scores live in one sqlite file, keyed by **model identity** and **exact text**:
 
 Concurrency: the database runs in WAL mode (readers never block the writer), every write is one
 `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so two writers queue instead of failing on a lock
-upgrade) and `busy_timeout` makes a waiting writer retry for up to `timeout` seconds. Inserts are
+upgrade) and `busy_timeout` makes a waiting writer retry for up to `timeout` seconds (the switch to WAL, for which
+SQLite calls no busy handler, is retried by us within the same time). Inserts are
 `INSERT OR IGNORE`: when two processes score the same text, the first row wins and no row is ever half-written.
 WAL needs a local file system (not NFS). A connection is opened lazily per process, so a `ScoreCache` can be
 pickled into worker processes.
@@ -167,7 +168,7 @@ class ScoreCache:
         # isolation_level=None: no implicit transactions, so BEGIN IMMEDIATE below is the only one.
         connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._enable_wal(connection)
         if mode.lower() != "wal":
             connection.close()
             raise RuntimeError(f"{self.path}: sqlite refused WAL mode (got {mode!r}); use a local file system")
@@ -182,6 +183,22 @@ class ScoreCache:
             raise RuntimeError(f"{self.path}: score cache schema {version!r}, this version reads {SCHEMA_VERSION!r}")
         self._connection, self._pid = connection, os.getpid()
         return connection
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> str:
+        """
+        Switches a (possibly brand-new) database to WAL and returns the journal mode. SQLite does not call the busy
+        handler for this switch, so when two processes open a new cache at once one gets "database is locked" at
+        once; retry it ourselves, within the same `timeout`.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    connection.close()
+                    raise
+                time.sleep(0.02)
 
     def get_many(self, model_id: str, prompts: Sequence[Any], completions: Sequence[Any]) -> list[float | None]:
         """Cached scores of each `(prompt, completion)` under `model_id`, `None` where absent, in input order."""
