@@ -56,8 +56,8 @@ def run_arm(arm: str, args) -> dict:
     import torch
     from trl import RewardConfig, RewardTrainer
 
-    from trl_rewards.configs import BradleyTerryConfig
-    from trl_rewards.trainers.bt import BradleyTerryTrainer
+    from trl_rewards.trainers.bt_config import BradleyTerryConfig
+    from trl_rewards.trainers.bt_trainer import BradleyTerryTrainer
 
     train, dev = _data()
     if args.max_train_pairs:
@@ -103,8 +103,8 @@ def run_arm(arm: str, args) -> dict:
     # tokens actually processed: the epoch's real tokens scaled by the share of the epoch that was run
     epoch_steps = len(trainer.get_train_dataloader())
     tokens = real * steps / epoch_steps
-    from trl_rewards import metrics
-    from trl_rewards.scoring import RewardScorer
+    from trl_rewards.evaluation import metrics
+    from trl_rewards.inference.sequence_scoring import RewardScorer
 
     scorer = RewardScorer(trainer.model, tokenizer, batch_size=64, max_length=args.max_length)
     rows = dev.to_dict()

@@ -52,9 +52,9 @@ def run_mode(mode: str, args) -> dict:
     from datasets import Dataset
     from trl import ModelConfig
 
-    from trl_rewards.configs import BradleyTerryConfig
     from trl_rewards.modeling import load_reward_model, reward_peft_config
-    from trl_rewards.trainers.bt import BradleyTerryTrainer
+    from trl_rewards.trainers.bt_config import BradleyTerryConfig
+    from trl_rewards.trainers.bt_trainer import BradleyTerryTrainer
 
     model_args = ModelConfig(
         dtype="float32",

@@ -106,14 +106,14 @@ def _common(args, output_dir: str, epochs: float, learning_rate: float) -> dict:
 def run_orm(args) -> dict:
     import numpy as np
 
-    from trl_rewards.best_of_n import best_of_n_report, best_of_n_solve_rate, random_pick_solve_rate
-    from trl_rewards.configs import OutcomeRewardConfig
     from trl_rewards.data.outcome import extract_numeric_answer, load_gsm8k_verifier, split_by_question
-    from trl_rewards.metrics import bootstrap_ci
+    from trl_rewards.evaluation.best_of_n import best_of_n_report, best_of_n_solve_rate, random_pick_solve_rate
+    from trl_rewards.evaluation.pairwise_report import bootstrap_ci
+    from trl_rewards.evaluation.verifier_metrics import outcome_metrics
+    from trl_rewards.inference.sequence_scoring import RewardScorer
     from trl_rewards.modeling import load_reward_model
-    from trl_rewards.scoring import RewardScorer
-    from trl_rewards.trainers.outcome import OutcomeRewardTrainer
-    from trl_rewards.verifier_metrics import outcome_metrics
+    from trl_rewards.trainers.orm_config import OutcomeRewardConfig
+    from trl_rewards.trainers.orm_trainer import OutcomeRewardTrainer
 
     start = time.time()
     train, test = split_by_question(load_gsm8k_verifier(GSM8K), test_size=0.2, seed=args.seed)
@@ -168,11 +168,11 @@ def run_orm(args) -> dict:
 
 
 def run_prm(args) -> dict:
-    from trl_rewards.configs import ProcessRewardConfig
     from trl_rewards.data.stepwise import from_prm800k_stepwise_critic
-    from trl_rewards.process_scoring import load_process_reward_model
-    from trl_rewards.trainers.process import ProcessRewardTrainer
-    from trl_rewards.verifier_metrics import binary_auroc, step_metrics
+    from trl_rewards.evaluation.verifier_metrics import binary_auroc, step_metrics
+    from trl_rewards.modeling import load_process_reward_model
+    from trl_rewards.trainers.prm_config import ProcessRewardConfig
+    from trl_rewards.trainers.prm_trainer import ProcessRewardTrainer
 
     start = time.time()
     rows = from_prm800k_stepwise_critic(PRM800K, max_problems=args.prm_max_problems)

@@ -144,9 +144,9 @@ def _rss_mib(field: str) -> float:
 def run_arm(args) -> dict:
     import torch
 
+    from trl_rewards.inference.sequence_scoring import RewardScorer
     from trl_rewards.modeling import load_reward_model
-    from trl_rewards.rewards import RewardModelFunction
-    from trl_rewards.scoring import RewardScorer
+    from trl_rewards.rewards.model_rewards import RewardModelFunction
 
     texts = json.loads(Path(args.texts).read_text())
     prompts, completions = texts["prompts"], texts["completions"]
@@ -222,8 +222,9 @@ class _Replay:
 
 
 def ensemble_overhead(prompts, completions, repeats: int) -> list[dict]:
-    from trl_rewards.ensemble import RewardEnsemble, reward_function_name
-    from trl_rewards.rewards import AnswerCorrectnessReward, RewardModelFunction
+    from trl_rewards.rewards.ensemble import RewardEnsemble, reward_function_name
+    from trl_rewards.rewards.model_rewards import RewardModelFunction
+    from trl_rewards.rewards.rule_rewards import AnswerCorrectnessReward
     from trl_rewards.testing import tiny_bert_reward_model, tiny_llama_reward_model
 
     members = [

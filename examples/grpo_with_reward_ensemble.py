@@ -25,8 +25,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer, TrlParser
 
 from trl_rewards.data.synthetic import build_synthetic_datasets
-from trl_rewards.ensemble import AGGREGATIONS, NORMALIZATIONS, RewardEnsemble
-from trl_rewards.rewards import AnswerCorrectnessReward, RewardModelFunction
+from trl_rewards.rewards.ensemble import AGGREGATIONS, NORMALIZATIONS, RewardEnsemble
+from trl_rewards.rewards.model_rewards import RewardModelFunction
+from trl_rewards.rewards.rule_rewards import AnswerCorrectnessReward
 from trl_rewards.testing import (
     tiny_bert_reward_model,
     tiny_llama_config,

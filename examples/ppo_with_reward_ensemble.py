@@ -27,10 +27,12 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from trl import TrlParser  # noqa: E402
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
+from trl_rewards.callbacks import attach_reward_metrics  # noqa: E402
 from trl_rewards.data.synthetic import build_synthetic_datasets  # noqa: E402
-from trl_rewards.ensemble import AGGREGATIONS, RewardEnsemble  # noqa: E402
-from trl_rewards.ppo import RewardFunctionModule, attach_reward_metrics  # noqa: E402
-from trl_rewards.rewards import AnswerCorrectnessReward, RewardModelFunction  # noqa: E402
+from trl_rewards.rewards.ensemble import AGGREGATIONS, RewardEnsemble  # noqa: E402
+from trl_rewards.rewards.model_rewards import RewardModelFunction  # noqa: E402
+from trl_rewards.rewards.ppo import RewardFunctionModule  # noqa: E402
+from trl_rewards.rewards.rule_rewards import AnswerCorrectnessReward  # noqa: E402
 from trl_rewards.testing import (  # noqa: E402
     tiny_bert_reward_model,
     tiny_llama_config,

@@ -88,7 +88,8 @@ def test_logs_win_rate_that_moves_with_the_policy(grpo_run):
 
 
 def test_win_rate_plot_from_log_history(grpo_run, tmp_path):
-    plots = pytest.importorskip("trl_rewards.plots")
+    from trl_rewards.evaluation import plots
+
     trainer, _, _ = grpo_run
     path = plots.plot_win_rate(
         trainer.state.log_history,
@@ -144,7 +145,7 @@ def test_conversational_prompts(tmp_path):
 
 def test_batch_normalizing_scorer_scores_policy_and_reference_together(tmp_path):
     """A normalizing RewardEnsemble z-scores each call: policy and reference completions share one call."""
-    from trl_rewards.ensemble import RewardEnsemble
+    from trl_rewards.rewards.ensemble import RewardEnsemble
 
     calls = []
 

@@ -6,13 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trl_rewards.losses import (
-    outcome_loss,
-    process_step_loss,
-    step_tag_logits,
-    step_tag_loss,
-    token_outcome_loss,
-)
+from trl_rewards.losses import outcome_loss, process_step_loss, step_tag_logits, step_tag_loss, token_outcome_loss
 
 NLL_SIGMOID_2 = math.log1p(math.exp(-2))  # -log σ(2) = 0.126928
 NLL_SIGMOID_1 = math.log1p(math.exp(-1))  # -log σ(1) = 0.313262

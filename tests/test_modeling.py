@@ -4,16 +4,16 @@ import pytest
 import torch
 from datasets import Dataset
 
+from trl_rewards.inference.sequence_scoring import RewardScorer
+from trl_rewards.merge import merge_adapter
 from trl_rewards.modeling import (
     is_decoder_model,
     keep_reward_head_fp32,
     load_reward_model,
-    merge_adapter,
     reward_peft_config,
     upcast_reward_head,
     zero3_init_disabled,
 )
-from trl_rewards.scoring import RewardScorer
 from trl_rewards.testing import save_tiny, tiny_bert_reward_model, tiny_llama_reward_model
 
 
@@ -68,10 +68,15 @@ def _qlora_setup(kind, tmp_path):
     from transformers import LlamaForCausalLM
     from trl import ModelConfig, get_peft_config
 
-    from trl_rewards.configs import BradleyTerryConfig, OutcomeRewardConfig, ProcessRewardConfig
-    from trl_rewards.process_scoring import ProcessRewardScorer, load_process_reward_model
+    from trl_rewards.inference.step_scoring import ProcessRewardScorer
+    from trl_rewards.modeling import load_process_reward_model
     from trl_rewards.testing import tiny_llama_config, tiny_llama_token_classifier, tiny_llama_tokenizer
-    from trl_rewards.trainers import BradleyTerryTrainer, OutcomeRewardTrainer, ProcessRewardTrainer
+    from trl_rewards.trainers.bt_config import BradleyTerryConfig
+    from trl_rewards.trainers.bt_trainer import BradleyTerryTrainer
+    from trl_rewards.trainers.orm_config import OutcomeRewardConfig
+    from trl_rewards.trainers.orm_trainer import OutcomeRewardTrainer
+    from trl_rewards.trainers.prm_config import ProcessRewardConfig
+    from trl_rewards.trainers.prm_trainer import ProcessRewardTrainer
 
     size = dict(hidden_size=64, intermediate_size=128)
     model_args = ModelConfig(

@@ -1,7 +1,8 @@
 """trl_rewards: reward models as first-class citizens of TRL.
 
-Names are resolved lazily, so `import trl_rewards` is cheap, never imports deepspeed or bitsandbytes, and works with
-every TRL release the package supports (the trainers need trl>=1.16; the rest also runs on trl 1.12).
+The public API, i.e. what the README documents. Names are resolved lazily, so `import trl_rewards` is cheap, never
+imports deepspeed or bitsandbytes, and works with every TRL release the package supports (the trainers need
+trl>=1.16; the rest also runs on trl 1.12). The layout follows the data (see the README's "Layout").
 """
 
 from __future__ import annotations
@@ -11,56 +12,76 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "BradleyTerryConfig": "configs",
-    "DatasetArguments": "configs",
-    "BradleyTerryTrainer": "trainers.bt",
-    "PreferenceCollator": "data.collators",
-    "tokenize_preferences": "data.preference",
-    "validate_preference_rows": "data.preference",
+    # data: formats, validation, converters, tokenization, collators
     "load_table": "data.loading",
+    "validate_preference_rows": "data.preference",
+    "tokenize_preferences": "data.preference",
+    "validate_stepwise_rows": "data.stepwise",
+    "from_prm800k_raw": "data.stepwise",
+    "from_prm800k_stepwise_critic": "data.stepwise",
+    "from_math_shepherd": "data.stepwise",
+    "tokenize_stepwise": "data.process_tokenization",
+    "validate_outcome_rows": "data.outcome",
+    "load_gsm8k_verifier": "data.outcome",
+    "split_by_question": "data.outcome",
+    "tokenize_outcomes": "data.outcome_tokenization",
+    "PreferenceCollator": "data.collators",
+    "StepCollator": "data.collators",
+    "OutcomeCollator": "data.collators",
+    # models, adapters, losses
+    "load_reward_model": "modeling",
+    "load_process_reward_model": "modeling",
+    "reward_peft_config": "modeling",
+    "merge_adapter": "merge",
     "bradley_terry_loss": "losses",
     "reward_centering_loss": "losses",
-    "load_reward_model": "modeling",
-    "merge_adapter": "modeling",
-    "reward_peft_config": "modeling",
-    "RewardScorer": "scoring",
-    "EvalArguments": "configs",
-    "ScoreArguments": "configs",
-    "ScorerArguments": "configs",
-    "evaluate_preferences": "evaluation",
-    "aggregate_categories": "evaluation",
-    "write_report": "evaluation",
-    "as_scorer": "evaluation",
-    "RewardFunctionScorer": "evaluation",
-    "ScoreCache": "cache",
-    "CachedScorer": "cache",
-    "WinRateCallback": "callbacks",
-    "RewardModelFunction": "rewards",
-    "ProcessRewardFunction": "rewards",
-    "AnswerCorrectnessReward": "rewards",
-    "RewardEnsemble": "ensemble",
-    "RewardEnsembleMemberError": "ensemble",
-    "RewardFunctionModule": "ppo",
-    "RewardMetricsCallback": "ppo",
-    "attach_reward_metrics": "ppo",
-    "ProcessRewardConfig": "configs",
-    "OutcomeRewardConfig": "configs",
-    "ProcessRewardTrainer": "trainers.process",
-    "OutcomeRewardTrainer": "trainers.outcome",
-    "StepCollator": "data.process_tokenization",
-    "tokenize_stepwise": "data.process_tokenization",
-    "OutcomeCollator": "data.outcome_tokenization",
-    "tokenize_outcomes": "data.outcome_tokenization",
     "process_step_loss": "losses",
     "step_tag_loss": "losses",
     "outcome_loss": "losses",
     "token_outcome_loss": "losses",
-    "ProcessRewardScorer": "process_scoring",
-    "aggregate_step_scores": "process_scoring",
-    "load_process_reward_model": "process_scoring",
-    "best_of_n_report": "best_of_n",
-    "step_metrics": "verifier_metrics",
-    "outcome_metrics": "verifier_metrics",
+    # trainers and their configs
+    "BradleyTerryConfig": "trainers.bt_config",
+    "BradleyTerryTrainer": "trainers.bt_trainer",
+    "OutcomeRewardConfig": "trainers.orm_config",
+    "OutcomeRewardTrainer": "trainers.orm_trainer",
+    "ProcessRewardConfig": "trainers.prm_config",
+    "ProcessRewardTrainer": "trainers.prm_trainer",
+    # inference
+    "RewardScorer": "inference.sequence_scoring",
+    "ProcessRewardScorer": "inference.step_scoring",
+    "aggregate_step_scores": "inference.aggregation",
+    # rewards
+    "RewardModelFunction": "rewards.model_rewards",
+    "ProcessRewardFunction": "rewards.model_rewards",
+    "AnswerCorrectnessReward": "rewards.rule_rewards",
+    "batch_zscore": "rewards.normalization",
+    "group_zscore": "rewards.normalization",
+    "sigmoid_squash": "rewards.normalization",
+    "RunningZScore": "rewards.normalization",
+    "restore_normalizers": "rewards.normalization",
+    "RewardEnsemble": "rewards.ensemble",
+    "RewardEnsembleMemberError": "rewards.ensemble",
+    "RewardFunctionModule": "rewards.ppo",
+    # evaluation
+    "pairwise_report": "evaluation.pairwise_report",
+    "bootstrap_ci": "evaluation.pairwise_report",
+    "step_metrics": "evaluation.verifier_metrics",
+    "outcome_metrics": "evaluation.verifier_metrics",
+    "best_of_n_report": "evaluation.best_of_n",
+    "ScoreCache": "evaluation.cache",
+    "CachedScorer": "evaluation.cache",
+    "evaluate_preferences": "evaluation.runner",
+    "aggregate_categories": "evaluation.runner",
+    "as_scorer": "evaluation.runner",
+    "RewardFunctionScorer": "evaluation.runner",
+    "write_report": "evaluation.report",
+    # callbacks
+    "WinRateCallback": "callbacks",
+    "NormalizerCheckpointCallback": "callbacks",
+    "RewardMetricsCallback": "callbacks",
+    "attach_reward_metrics": "callbacks",
+    # packaged DeepSpeed / accelerate configs
+    "deepspeed_config_path": "scripts.configs",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,5 +1,9 @@
-"""Trainer callbacks: tracking a policy against reference completions while it trains (GRPO, RLOO, or any
-`transformers.Trainer`), and saving running reward normalizers with every checkpoint."""
+"""Every `TrainerCallback` of the package: win rate of a policy against reference completions while it trains (GRPO,
+RLOO, or any `transformers.Trainer`), running reward normalizers saved with every checkpoint, and reward-function
+metrics merged into PPO's logs.
+
+Callbacks import `transformers`' Trainer stack (peft, bitsandbytes when installed); they live here so that the
+scorers, reward functions, normalizers and the ensemble stay import-light."""
 
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import metrics
-from .evaluation import as_scorer, scores_depend_on_batch
-from .normalization import NORMALIZERS_FILENAME, RunningZScore
+from .evaluation import metrics
+from .evaluation.runner import as_scorer, scores_depend_on_batch
+from .rewards.normalization import NORMALIZERS_FILENAME, RunningZScore
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +239,8 @@ class NormalizerCheckpointCallback(TrainerCallback):
     Saves running normalizers with every checkpoint, as `reward_normalizers.json` in `checkpoint-{global_step}`.
 
     Only the main process writes: with `sync=True` all ranks hold the same statistics; with `sync=False` rank 0's are
-    saved. On resume, call [`~trl_rewards.normalization.restore_normalizers`] with the checkpoint folder before
-    `trainer.train(...)`. Also importable from `trl_rewards.normalization`.
+    saved. On resume, call [`~trl_rewards.rewards.normalization.restore_normalizers`] with the checkpoint folder
+    before `trainer.train(...)`. [`for_ensemble`] builds one for a [`RewardEnsemble`] with running normalization.
 
     Args:
         normalizers (`dict[str, RunningZScore]`):
@@ -245,6 +249,16 @@ class NormalizerCheckpointCallback(TrainerCallback):
 
     def __init__(self, normalizers: Mapping[str, RunningZScore]):
         self.normalizers = normalizers
+
+    @classmethod
+    def for_ensemble(cls, ensemble) -> NormalizerCheckpointCallback:
+        """
+        The callback saving a [`RewardEnsemble`]'s running statistics (`normalization="running"` only); restore them
+        with `restore_normalizers(checkpoint_dir, ensemble.normalizers)`.
+        """
+        if ensemble.normalization != "running":
+            raise ValueError(f"only normalization='running' has statistics to save, got {ensemble.normalization!r}")
+        return cls(ensemble.normalizers)
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -257,3 +271,28 @@ class NormalizerCheckpointCallback(TrainerCallback):
                 json.dump(payload, f, indent=2)
             os.replace(path + ".tmp", path)  # a crash mid-write never leaves a truncated file behind
         return control
+
+
+class RewardMetricsCallback(TrainerCallback):
+    """Adds the averages of what a [`RewardFunctionModule`]'s reward function logged to each trainer log entry."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        metrics = self.module.pop_metrics()
+        if logs is not None:
+            logs.update(metrics)
+        if state.log_history:  # the Trainer appended a copy of `logs` before calling on_log
+            state.log_history[-1].update(metrics)
+        return control
+
+
+def attach_reward_metrics(trainer, module) -> RewardMetricsCallback:
+    """
+    Registers a [`RewardMetricsCallback`] first in `trainer`'s callbacks, so that the reward metrics are in each log
+    entry (and in `trainer.state.log_history`) before the reporting integrations (W&B, TensorBoard) read it.
+    """
+    callback = RewardMetricsCallback(module)
+    trainer.callback_handler.callbacks.insert(0, callback)
+    return callback

@@ -2,8 +2,9 @@
 
 Reward models are plain `AutoModelForSequenceClassification(num_labels=1)` (Bradley-Terry, outcome) or
 `AutoModelForTokenClassification` (process reward models, classifier style), so a saved model loads anywhere with
-transformers alone. A LoRA adapter folder (with the trained head in `modules_to_save`) loads here transparently,
-and `merge_adapter` turns it into a plain model. `peft` and `bitsandbytes` are imported only when used.
+transformers alone; process reward models of the `"lm"` style are plain causal LMs. A LoRA adapter folder (with the
+trained head in `modules_to_save`) loads here transparently, and `merge.merge_adapter` turns it into a plain model.
+`peft` and `bitsandbytes` are imported only when used.
 """
 
 from __future__ import annotations
@@ -15,16 +16,30 @@ import os
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from .step_format import FORMAT_ATTRIBUTE, PRM_STYLES, read_format_file
+
 logger = logging.getLogger(__name__)
 
-HEADS = {"sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}
-_PEFT_TASK = {"sequence": "SEQ_CLS", "token": "TOKEN_CLS"}
+HEADS = {
+    "sequence": AutoModelForSequenceClassification,
+    "token": AutoModelForTokenClassification,
+    "causal_lm": AutoModelForCausalLM,
+}
+# The PEFT task that trains and saves each head with the adapter (`modules_to_save`, or the LM head itself).
+PEFT_TASKS = {"sequence": "SEQ_CLS", "token": "TOKEN_CLS", "causal_lm": "CAUSAL_LM"}
+PRM_HEADS = {"classifier": "token", "lm": "causal_lm"}  # the head of each PRM style
 ADAPTER_CONFIG = "adapter_config.json"
 # A PEFT adapter folder holds no model config, so the reward statistics travel in their own file beside it.
 REWARD_STATS_FILE = "reward_stats.json"
@@ -152,7 +167,7 @@ def reward_peft_config(model_args, head: str = "sequence"):
 
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
-        peft_config.task_type = _PEFT_TASK[head]
+        peft_config.task_type = PEFT_TASKS[head]
     return peft_config
 
 
@@ -212,8 +227,8 @@ def load_reward_model(
     Returns:
         `(model, tokenizer)` in eval mode, pad token set on both.
     """
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
+    if head not in ("sequence", "token"):  # a causal LM (PRM "lm" style) loads with load_process_reward_model
+        raise ValueError(f"head must be one of ['sequence', 'token'], got {head!r}")
     kwargs = model_init_kwargs(model_args, num_labels=num_labels, **from_pretrained_kwargs)
     adapter_path = model_name_or_path if is_adapter_path(model_name_or_path) else None
     base_path = model_name_or_path
@@ -241,23 +256,81 @@ def load_reward_model(
     return model, tokenizer
 
 
-def merge_adapter(adapter_path: str, output_dir: str, head: str = "sequence", num_labels: int = 1) -> str:
-    """Merges a LoRA adapter (and its trained head) into its base model and saves a plain model + tokenizer that
-    loads with transformers alone. A process reward model's adapter (it carries `process_reward.json`) is merged with
-    its own head and keeps its step layout; `head` and `num_labels` then do not apply. Returns `output_dir`."""
-    if not is_adapter_path(adapter_path):
-        raise ValueError(f"{adapter_path!r} is not a PEFT adapter folder (no {ADAPTER_CONFIG})")
-    from .process_scoring import FORMAT_FILE, load_process_reward_model, read_process_format
+def read_process_format(path: str) -> dict[str, Any] | None:
+    """The step layout saved with a PRM: `process_reward.json` in the folder, else the model config's attribute."""
+    saved = read_format_file(path) if os.path.isdir(path) else None
+    if saved is not None:
+        return saved
+    if is_adapter_path(path):
+        return None
+    try:
+        return getattr(AutoConfig.from_pretrained(path), FORMAT_ATTRIBUTE, None)
+    except OSError:
+        return None
 
-    process_format = read_process_format(adapter_path)
-    if process_format is not None:  # a PRM adapter: its own head (token classifier or LM) and step layout
-        model, tokenizer = load_process_reward_model(adapter_path)
+
+def load_process_reward_model(
+    model_name_or_path: str,
+    model_style: str | None = None,
+    model_args=None,
+    partition_under_zero3: bool = True,
+    **from_pretrained_kwargs,
+):
+    """
+    Loads a PRM (a trained one, or a base model to train) and its tokenizer: a full model or a PEFT adapter folder.
+
+    Args:
+        model_name_or_path (`str`): Hub id or folder; an adapter folder loads its base, then the adapter.
+        model_style (`str`, *optional*): `"classifier"` (`AutoModelForTokenClassification`, 2 labels) or `"lm"`
+            (`AutoModelForCausalLM`); read from the saved step layout when not given.
+        model_args ([`~trl.ModelConfig`], *optional*): dtype, revision, quantization settings.
+        partition_under_zero3 (`bool`): when DeepSpeed ZeRO-3 is active, `True` (for training) lets it partition the
+            weights; `False` (for scoring) loads the whole model on this rank.
+        **from_pretrained_kwargs: passed to `from_pretrained`.
+
+    Returns:
+        `(model, tokenizer)` in eval mode; the model config carries the saved step layout, if any.
+    """
+    saved = read_process_format(model_name_or_path)
+    style = model_style or (saved or {}).get("model_style")
+    if style not in PRM_STYLES:
+        raise ValueError(
+            f"model_style must be one of {PRM_STYLES} ({model_name_or_path!r} stores no step layout), got {style!r}"
+        )
+    if saved is not None and saved.get("model_style") not in (None, style):
+        raise ValueError(
+            f"{model_name_or_path!r} was trained with model_style={saved['model_style']!r}, not {style!r}"
+        )
+    if style == "classifier":
+        model, tokenizer = load_reward_model(
+            model_name_or_path,
+            model_args=model_args,
+            head="token",
+            num_labels=2,
+            partition_under_zero3=partition_under_zero3,
+            **from_pretrained_kwargs,
+        )
     else:
-        model, tokenizer = load_reward_model(adapter_path, head=head, num_labels=num_labels)
-    merged = model.merge_and_unload()
-    merged.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    if process_format is not None:
-        with open(os.path.join(output_dir, FORMAT_FILE), "w") as f:
-            json.dump(process_format, f, indent=2)
-    return output_dir
+        kwargs = model_init_kwargs(model_args, **from_pretrained_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_name_or_path, **{k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
+        )
+        with contextlib.nullcontext() if partition_under_zero3 else zero3_init_disabled():
+            if is_adapter_path(model_name_or_path):
+                from peft import PeftModel
+
+                with open(os.path.join(model_name_or_path, ADAPTER_CONFIG)) as f:
+                    base_path = json.load(f).get("base_model_name_or_path")
+                if not base_path:
+                    raise ValueError(f"adapter {model_name_or_path!r} records no base model (base_model_name_or_path)")
+                base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+                if base.get_input_embeddings().num_embeddings < len(tokenizer):  # the step tag was added in training
+                    base.resize_token_embeddings(len(tokenizer))
+                model = PeftModel.from_pretrained(base, model_name_or_path)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+        prepare_tokenizer(tokenizer, model)
+        model.eval()
+    if saved is not None:
+        setattr(model.config, FORMAT_ATTRIBUTE, saved)
+    return model, tokenizer

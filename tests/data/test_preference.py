@@ -5,12 +5,8 @@ import torch
 from datasets import Dataset
 
 from trl_rewards.data.collators import PreferenceCollator
-from trl_rewards.data.preference import (
-    detect_preference_format,
-    tokenize_preferences,
-    truncate_ids,
-    validate_preference_rows,
-)
+from trl_rewards.data.length import truncate_ids
+from trl_rewards.data.preference import detect_preference_format, tokenize_preferences, validate_preference_rows
 from trl_rewards.testing import tiny_bert_tokenizer, tiny_llama_tokenizer
 
 

@@ -21,9 +21,10 @@ from transformers import AutoModelForCausalLM
 from transformers.integrations import is_deepspeed_zero3_enabled
 from trl import GRPOConfig, GRPOTrainer
 
-from trl_rewards.ensemble import RewardEnsemble
 from trl_rewards.modeling import load_reward_model
-from trl_rewards.rewards import AnswerCorrectnessReward, RewardModelFunction
+from trl_rewards.rewards.ensemble import RewardEnsemble
+from trl_rewards.rewards.model_rewards import RewardModelFunction
+from trl_rewards.rewards.rule_rewards import AnswerCorrectnessReward
 from trl_rewards.testing import tiny_llama_config, tiny_llama_tokenizer
 
 N_PROMPTS = 8

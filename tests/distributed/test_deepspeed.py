@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trl_rewards.process_scoring import ProcessRewardScorer
-from trl_rewards.scoring import RewardScorer
+from trl_rewards.inference.sequence_scoring import RewardScorer
+from trl_rewards.inference.step_scoring import ProcessRewardScorer
 from trl_rewards.testing import save_tiny, tiny_llama_reward_model, tiny_llama_token_classifier
 
 pytestmark = [pytest.mark.multiprocess]

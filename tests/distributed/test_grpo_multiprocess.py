@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from trl_rewards.rewards import AnswerCorrectnessReward
-from trl_rewards.scoring import RewardScorer
+from trl_rewards.inference.sequence_scoring import RewardScorer
+from trl_rewards.rewards.rule_rewards import AnswerCorrectnessReward
 from trl_rewards.testing import save_tiny, tiny_bert_reward_model, tiny_llama_reward_model
 
 pytestmark = [pytest.mark.multiprocess]

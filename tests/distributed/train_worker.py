@@ -51,10 +51,12 @@ def main():
 
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-    from trl_rewards.configs import BradleyTerryConfig, ProcessRewardConfig
-    from trl_rewards.process_scoring import ProcessRewardScorer
-    from trl_rewards.scoring import RewardScorer
-    from trl_rewards.trainers import BradleyTerryTrainer, ProcessRewardTrainer
+    from trl_rewards.inference.sequence_scoring import RewardScorer
+    from trl_rewards.inference.step_scoring import ProcessRewardScorer
+    from trl_rewards.trainers.bt_config import BradleyTerryConfig
+    from trl_rewards.trainers.bt_trainer import BradleyTerryTrainer
+    from trl_rewards.trainers.prm_config import ProcessRewardConfig
+    from trl_rewards.trainers.prm_trainer import ProcessRewardTrainer
 
     common = dict(
         output_dir=os.path.join(args.out, "run"),

@@ -10,8 +10,9 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-from trl_rewards.ensemble import RewardEnsemble
-from trl_rewards.rewards import AnswerCorrectnessReward, RewardModelFunction
+from trl_rewards.rewards.ensemble import RewardEnsemble
+from trl_rewards.rewards.model_rewards import RewardModelFunction
+from trl_rewards.rewards.rule_rewards import AnswerCorrectnessReward
 from trl_rewards.testing import (
     save_tiny,
     tiny_bert_reward_model,

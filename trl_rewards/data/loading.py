@@ -6,7 +6,7 @@ import os
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
-_FILE_BUILDERS = {
+FILE_BUILDERS = {
     ".jsonl": "json",
     ".json": "json",
     ".jsonl.gz": "json",
@@ -21,7 +21,7 @@ def load_table(name: str, split: str = "train", config: str | None = None, max_r
     Loads one split of a dataset.
 
     Args:
-        name (`str`): a local file (see `_FILE_BUILDERS` for suffixes), a `save_to_disk` folder or a Hub name.
+        name (`str`): a local file (see `FILE_BUILDERS` for suffixes), a `save_to_disk` folder or a Hub name.
         split (`str`): split to return (a single local file is the `"train"` split; any other split of a single file
             is an error).
         config (`str`, *optional*): Hub configuration.
@@ -30,7 +30,7 @@ def load_table(name: str, split: str = "train", config: str | None = None, max_r
     Returns:
         [`~datasets.Dataset`]
     """
-    builder = next((b for suffix, b in _FILE_BUILDERS.items() if name.endswith(suffix)), None)
+    builder = next((b for suffix, b in FILE_BUILDERS.items() if name.endswith(suffix)), None)
     if builder is not None:
         if not os.path.isfile(name):
             raise FileNotFoundError(f"dataset file {name!r} does not exist")
@@ -50,7 +50,7 @@ def load_table(name: str, split: str = "train", config: str | None = None, max_r
 
 def has_split(name: str, split: str, config: str | None = None) -> bool:
     """Whether `name` is a multi-split source (saved `DatasetDict` folder or Hub dataset) with `split`."""
-    if any(name.endswith(suffix) for suffix in _FILE_BUILDERS):
+    if any(name.endswith(suffix) for suffix in FILE_BUILDERS):
         return False
     if os.path.isdir(name):
         path = os.path.join(name, "dataset_dict.json")

@@ -1,4 +1,4 @@
-"""Tokenizing outcome rows for outcome reward models (ORMs), and their collator.
+"""Tokenizing outcome rows for outcome reward models (ORMs).
 
 A row `{"prompt": str, "completion": str, "label": bool}` becomes the token ids of `prompt + completion` exactly as
 [`RewardScorer.encode`] builds them for a text prompt (a decoder's sequence is closed with eos, the token the stock
@@ -11,15 +11,11 @@ the end is where a decoder's score is read and where the final answer is), dropp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import torch
 from datasets import Dataset
 
+from .encoding import encode_text
+from .length import RowLengthReport, apply_length_policy, check_too_long, truncate_ids
 from .outcome import validate_outcome_rows
-from .preference import TOO_LONG_POLICIES, _leading_special, _text_ids
-from .process_tokenization import RowLengthReport, apply_length_policy, pad_right
 
 
 def encode_outcome(tokenizer, prompt: str, completion: str, with_mask: bool = False) -> tuple[list[int], list[int]]:
@@ -36,7 +32,7 @@ def encode_outcome(tokenizer, prompt: str, completion: str, with_mask: bool = Fa
         `tuple[list[int], list[int]]`: `(input_ids, completion_mask)`, both of length `seq_len` when `with_mask`.
     """
     text = prompt + completion
-    ids = _text_ids(tokenizer, text)
+    ids = encode_text(tokenizer, text)
     if not with_mask:
         return ids, []
     try:
@@ -50,13 +46,6 @@ def encode_outcome(tokenizer, prompt: str, completion: str, with_mask: bool = Fa
         raise RuntimeError("tokenizing with offsets gave other ids than without; cannot place the completion mask")
     mask = [int(end > len(prompt)) for _, end in encoding["offset_mapping"]]
     return ids, mask + [1] * (len(ids) - len(mask))
-
-
-def _truncate(ids: list[int], mask: list[int], max_length: int, special: set[int]) -> tuple[list[int], list[int]]:
-    # Same cut as `preference.truncate_ids`, applied to the mask too.
-    head = min(_leading_special(ids, special), max_length - 1)
-    tail = len(ids) - (max_length - head)
-    return ids[:head] + ids[tail:], (mask[:head] + mask[tail:]) if mask else []
 
 
 def tokenize_outcomes(
@@ -84,8 +73,7 @@ def tokenize_outcomes(
     Returns:
         `tuple[Dataset, RowLengthReport]`: the tokenized rows and what happened to over-long ones (also logged).
     """
-    if too_long not in TOO_LONG_POLICIES:
-        raise ValueError(f"too_long must be one of {TOO_LONG_POLICIES}, got {too_long!r}")
+    check_too_long(too_long)
     validate_outcome_rows(dataset, source=name)
     special = set(tokenizer.all_special_ids)
 
@@ -93,7 +81,7 @@ def tokenize_outcomes(
         ids, mask = encode_outcome(tokenizer, example["prompt"], example["completion"], with_completion_mask)
         n_full = len(ids)
         if max_length is not None and n_full > max_length and too_long == "truncate":
-            ids, mask = _truncate(ids, mask, max_length, special)
+            ids, mask = truncate_ids(ids, max_length, special, mask)
         row = {"input_ids": ids, "label": float(example["label"]), "length": len(ids), "full_length": n_full}
         return {**row, "completion_mask": mask} if with_completion_mask else row
 
@@ -106,32 +94,3 @@ def tokenize_outcomes(
         name,
         truncation="were truncated (leading special tokens and the end kept)",
     )
-
-
-@dataclass
-class OutcomeCollator:
-    """
-    Pads tokenized outcome rows on the right.
-
-    Returns `input_ids` and `attention_mask` of shape `(batch, seq_len)`, `label` of shape `(batch,)` (float), and
-    `completion_mask` of shape `(batch, seq_len)` when the rows have one.
-
-    Args:
-        pad_token_id (`int`): id used to pad `input_ids`.
-        pad_to_multiple_of (`int`, *optional*): pad `seq_len` to a multiple of this value.
-    """
-
-    pad_token_id: int
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids = [example["input_ids"] for example in examples]
-        output = {
-            "input_ids": pad_right(ids, self.pad_token_id, self.pad_to_multiple_of),
-            "attention_mask": pad_right([[1] * len(s) for s in ids], 0, self.pad_to_multiple_of),
-            "label": torch.tensor([float(example["label"]) for example in examples], dtype=torch.float),
-        }
-        if "completion_mask" in examples[0]:
-            masks = [example["completion_mask"] for example in examples]
-            output["completion_mask"] = pad_right(masks, 0, self.pad_to_multiple_of)
-        return output

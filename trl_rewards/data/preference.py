@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
 from datasets import Dataset
 
+from .encoding import encode_chat, encode_text
+from .length import RowLengthReport, apply_length_policy, check_too_long, truncate_ids
+
 logger = logging.getLogger(__name__)
 
-TOO_LONG_POLICIES = ("truncate", "drop", "error")
 PRETOKENIZED = "pretokenized"
 CONVERSATIONAL = "conversational"
 EXPLICIT_PROMPT = "explicit_prompt"
@@ -130,59 +131,6 @@ def validate_preference_rows(dataset: Dataset, batch_size: int = 1000) -> str:
     return fmt
 
 
-@dataclass
-class LengthReport:
-    """What `tokenize_preferences` did with sequences longer than `max_length`."""
-
-    n_rows: int
-    n_too_long: int
-    max_length: int | None
-    action: str
-    n_kept: int
-    longest: int
-
-    def message(self, name: str = "dataset") -> str:
-        if self.n_too_long == 0:
-            return (
-                f"{name}: {self.n_rows} pairs, none longer than max_length={self.max_length} (longest {self.longest})"
-            )
-        done = {"truncate": "truncated (start and end kept)", "drop": "dropped"}[self.action]
-        return (
-            f"{name}: {self.n_too_long} of {self.n_rows} pairs ({100 * self.n_too_long / self.n_rows:.1f}%) exceed "
-            f"max_length={self.max_length} (longest {self.longest} tokens) and were {done}; {self.n_kept} pairs kept"
-        )
-
-
-def _leading_special(ids: list[int], special: set[int]) -> int:
-    n = 0
-    while n < len(ids) and ids[n] in special:
-        n += 1
-    return n
-
-
-def truncate_ids(ids: list[int], max_length: int, special_ids: set[int]) -> list[int]:
-    """Keeps the leading special tokens (`<s>`, `[CLS]`) and the last tokens up to `max_length`: the reward is read
-    at the end of a decoder's sequence, and an encoder's `[CLS]` must stay at position 0."""
-    if len(ids) <= max_length:
-        return ids
-    keep_head = min(_leading_special(ids, special_ids), max_length - 1)
-    return ids[:keep_head] + ids[len(ids) - (max_length - keep_head) :]
-
-
-def _text_ids(tokenizer, text: str) -> list[int]:
-    ids = tokenizer(text)["input_ids"]
-    # A decoder tokenizer adds only `<s>`: close the sequence with eos so the reward is read at a fixed token.
-    # An encoder tokenizer already ends with `[SEP]` (it usually has no eos at all).
-    if tokenizer.eos_token_id is not None and (not ids or ids[-1] not in tokenizer.all_special_ids):
-        ids = ids + [tokenizer.eos_token_id]
-    return ids
-
-
-def _chat_ids(tokenizer, messages: list[dict]) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def encode_pair_texts(tokenizer, example: dict[str, Any], fmt: str) -> tuple[list[int], list[int]]:
     """Token ids of the chosen and rejected sequences of one row, prompt included."""
     if fmt == PRETOKENIZED:
@@ -190,9 +138,9 @@ def encode_pair_texts(tokenizer, example: dict[str, Any], fmt: str) -> tuple[lis
     prompt = example.get("prompt")
     if fmt == CONVERSATIONAL:
         prefix = list(prompt) if prompt else []
-        return _chat_ids(tokenizer, prefix + example["chosen"]), _chat_ids(tokenizer, prefix + example["rejected"])
+        return encode_chat(tokenizer, prefix + example["chosen"]), encode_chat(tokenizer, prefix + example["rejected"])
     prefix = prompt or ""
-    return _text_ids(tokenizer, prefix + example["chosen"]), _text_ids(tokenizer, prefix + example["rejected"])
+    return encode_text(tokenizer, prefix + example["chosen"]), encode_text(tokenizer, prefix + example["rejected"])
 
 
 def tokenize_preferences(
@@ -202,7 +150,7 @@ def tokenize_preferences(
     too_long: str = "truncate",
     num_proc: int | None = None,
     name: str = "dataset",
-) -> tuple[Dataset, LengthReport]:
+) -> tuple[Dataset, RowLengthReport]:
     """
     Validates and tokenizes a preference dataset into `chosen_ids`, `rejected_ids` (+ `margin`, `label`, `length`).
 
@@ -215,56 +163,31 @@ def tokenize_preferences(
         name (`str`): dataset name used in messages.
 
     Returns:
-        `tuple[Dataset, LengthReport]`: the tokenized dataset (`length` = longer side, for length-grouped batching)
+        `tuple[Dataset, RowLengthReport]`: the tokenized dataset (`length` = longer side, for length-grouped batching)
         and what happened to over-long pairs (also logged).
     """
-    if too_long not in TOO_LONG_POLICIES:
-        raise ValueError(f"too_long must be one of {TOO_LONG_POLICIES}, got {too_long!r}")
+    check_too_long(too_long)
     fmt = validate_preference_rows(dataset)
     keep = [c for c in ("margin", "label") if c in dataset.column_names]
+    special = set(tokenizer.all_special_ids)
 
     def encode(example):
         chosen_ids, rejected_ids = encode_pair_texts(tokenizer, example, fmt)
-        return {"chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
+        full_length = max(len(chosen_ids), len(rejected_ids))
+        if max_length is not None and full_length > max_length and too_long == "truncate":
+            chosen_ids = truncate_ids(chosen_ids, max_length, special)
+            rejected_ids = truncate_ids(rejected_ids, max_length, special)
+        length = max(len(chosen_ids), len(rejected_ids))
+        return {"chosen_ids": chosen_ids, "rejected_ids": rejected_ids, "length": length, "full_length": full_length}
 
     drop_cols = [c for c in dataset.column_names if c not in keep]
     tokenized = dataset.map(encode, remove_columns=drop_cols, num_proc=num_proc, desc=f"Tokenizing {name}")
-    lengths = [max(len(c), len(r)) for c, r in zip(tokenized["chosen_ids"], tokenized["rejected_ids"], strict=True)]
-    too_long_rows = [i for i, n in enumerate(lengths) if max_length is not None and n > max_length]
-    if too_long_rows and too_long == "error":
-        row = too_long_rows[0]
-        raise ValueError(
-            f"{name}: {len(too_long_rows)} pairs exceed max_length={max_length}; first is row {row} "
-            f"({lengths[row]} tokens). Set too_long='truncate' or 'drop', or raise max_length."
-        )
-    if too_long_rows and too_long == "drop":
-        if len(too_long_rows) == len(tokenized):
-            raise ValueError(
-                f"{name}: all {len(tokenized)} pairs exceed max_length={max_length} (shortest longer side "
-                f"{min(lengths)} tokens), nothing is left after dropping them; raise max_length or truncate"
-            )
-        bad = set(too_long_rows)
-        tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in bad])
-    elif too_long_rows:
-        special = set(tokenizer.all_special_ids)
-
-        def cut(example):
-            return {
-                "chosen_ids": truncate_ids(example["chosen_ids"], max_length, special),
-                "rejected_ids": truncate_ids(example["rejected_ids"], max_length, special),
-            }
-
-        tokenized = tokenized.map(cut, num_proc=num_proc, desc=f"Truncating {name}")
-    tokenized = tokenized.map(
-        lambda ex: {"length": max(len(ex["chosen_ids"]), len(ex["rejected_ids"]))}, num_proc=num_proc
+    return apply_length_policy(
+        tokenized,
+        len(dataset),
+        max_length,
+        too_long,
+        name,
+        truncation="were truncated (leading special tokens and the end kept)",
+        unit="pairs",
     )
-    report = LengthReport(
-        n_rows=len(dataset),
-        n_too_long=len(too_long_rows),
-        max_length=max_length,
-        action=too_long,
-        n_kept=len(tokenized),
-        longest=max(lengths),
-    )
-    (logger.warning if report.n_too_long else logger.info)(report.message(name))
-    return tokenized, report

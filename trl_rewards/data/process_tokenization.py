@@ -1,4 +1,4 @@
-"""Tokenizing stepwise rows for process reward models (PRMs): label positions, over-long rows and the collator.
+"""Tokenizing stepwise rows for process reward models (PRMs): the token-level step layout, label positions.
 
 A row `{"prompt": str, "completions": list[str], "labels": list[bool]}` becomes one token sequence with one label
 per step. `[lead]` / `[trail]` are the special tokens the tokenizer puts around a single text (`<s>`, or `[CLS]` and
@@ -26,18 +26,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from datasets import Dataset
 
-from .preference import TOO_LONG_POLICIES, _leading_special
+from ..step_format import IGNORE_INDEX, check_style
+from .encoding import leading_special_count
+from .length import RowLengthReport, apply_length_policy, check_too_long
 from .stepwise import validate_stepwise_rows
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
-STEP_STYLES = ("classifier", "lm")
 
 
 @dataclass(frozen=True)
@@ -63,8 +60,8 @@ class StepFormat:
 def _special_wrapping(tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
     ids = tokenizer("a")["input_ids"]
     special = set(tokenizer.all_special_ids)
-    n_lead = _leading_special(ids, special)
-    n_trail = _leading_special(ids[::-1], special)
+    n_lead = leading_special_count(ids, special)
+    n_trail = leading_special_count(ids[::-1], special)
     return tuple(ids[:n_lead]), tuple(ids[len(ids) - n_trail :]) if n_trail else ()
 
 
@@ -79,7 +76,7 @@ def single_token_id(tokenizer, token: str, name: str) -> int:
     return ids[0]
 
 
-def step_format(tokenizer, style: str, step_separator: str, step_tag: str | None = None) -> StepFormat:
+def build_step_format(tokenizer, style: str, step_separator: str, step_tag: str | None = None) -> StepFormat:
     """
     Builds the [`StepFormat`] of a tokenizer.
 
@@ -92,8 +89,7 @@ def step_format(tokenizer, style: str, step_separator: str, step_tag: str | None
     Returns:
         [`StepFormat`]
     """
-    if style not in STEP_STYLES:
-        raise ValueError(f"model_style must be one of {STEP_STYLES}, got {style!r}")
+    check_style(style)
     separator = tuple(tokenizer.encode(step_separator, add_special_tokens=False)) if step_separator else ()
     lead, trail = _special_wrapping(tokenizer)
     if style == "classifier":
@@ -163,7 +159,7 @@ def encode_steps(tokenizer, fmt: StepFormat, prompt: str, steps: Sequence[str]) 
 
     Args:
         tokenizer: the PRM's tokenizer.
-        fmt ([`StepFormat`]): from [`step_format`].
+        fmt ([`StepFormat`]): from [`build_step_format`].
         prompt (`str`): the problem.
         steps (`Sequence[str]`): the solution's steps, at least one.
 
@@ -183,40 +179,6 @@ def encode_steps(tokenizer, fmt: StepFormat, prompt: str, steps: Sequence[str]) 
     return EncodedSteps(input_ids, positions, len(fmt.lead))
 
 
-@dataclass
-class RowLengthReport:
-    """What a tokenizer of rows ([`tokenize_stepwise`], [`tokenize_outcomes`]) did with rows over `max_length`."""
-
-    n_rows: int
-    n_too_long: int
-    n_truncated: int
-    n_dropped: int
-    max_length: int | None
-    action: str
-    longest: int
-    truncation: str = "lost left context (prompt first, then the oldest steps; no labelled token)"
-
-    @property
-    def n_kept(self) -> int:
-        return self.n_rows - self.n_dropped
-
-    def message(self, name: str = "dataset") -> str:
-        if self.n_too_long == 0:
-            return (
-                f"{name}: {self.n_rows} rows, none longer than max_length={self.max_length} (longest {self.longest})"
-            )
-        head = (
-            f"{name}: {self.n_too_long} of {self.n_rows} rows ({100 * self.n_too_long / self.n_rows:.1f}%) exceed "
-            f"max_length={self.max_length} (longest {self.longest} tokens): "
-        )
-        if self.action == "truncate":
-            return head + (
-                f"{self.n_truncated} {self.truncation}, {self.n_dropped} that could not be truncated were dropped; "
-                f"{self.n_kept} rows kept"
-            )
-        return head + f"dropped; {self.n_kept} rows kept"
-
-
 def tokenize_stepwise(
     dataset: Dataset,
     tokenizer,
@@ -234,7 +196,7 @@ def tokenize_stepwise(
     Args:
         dataset ([`~datasets.Dataset`]): rows `{"prompt", "completions", "labels"}`.
         tokenizer: the PRM's tokenizer.
-        fmt ([`StepFormat`]): from [`step_format`].
+        fmt ([`StepFormat`]): from [`build_step_format`].
         max_length (`int` or `None`): longest sequence kept as is.
         too_long (`str`): `"truncate"`, `"drop"` or `"error"` (see the module docstring).
         last_step_only (`bool`): label only the last step of each row.
@@ -245,8 +207,7 @@ def tokenize_stepwise(
         `tuple[Dataset, RowLengthReport]`: the tokenized rows (other columns removed) and what happened to
         over-long rows (also logged).
     """
-    if too_long not in TOO_LONG_POLICIES:
-        raise ValueError(f"too_long must be one of {TOO_LONG_POLICIES}, got {too_long!r}")
+    check_too_long(too_long)
     validate_stepwise_rows(dataset, source=name)
 
     def encode(example):
@@ -268,84 +229,3 @@ def tokenize_stepwise(
     tokenized = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name}")
     tokenized = tokenized.rename_column("token_labels", "labels")
     return apply_length_policy(tokenized, len(dataset), max_length, too_long, name)
-
-
-def apply_length_policy(
-    tokenized: Dataset,
-    n_rows: int,
-    max_length: int | None,
-    too_long: str,
-    name: str,
-    truncation: str | None = None,
-) -> tuple[Dataset, RowLengthReport]:
-    """
-    The over-long-row policy shared by the row tokenizers ([`tokenize_stepwise`], [`tokenize_outcomes`]), applied
-    after encoding. `tokenized` has `full_length` (tokens before any cut) and `length` (after; 0 for a row that could
-    not be truncated to fit). `"error"` raises at the first over-long row, `"drop"` removes them, `"truncate"` keeps
-    the cut rows and drops only those of length 0. Returns the rows without `full_length` and the (logged) report.
-    """
-    full_lengths = tokenized["full_length"]
-    too_long_rows = [i for i, n in enumerate(full_lengths) if max_length is not None and n > max_length]
-    if too_long_rows and too_long == "error":
-        row = too_long_rows[0]
-        raise ValueError(
-            f"{name}: {len(too_long_rows)} rows exceed max_length={max_length}; first is row {row} "
-            f"({full_lengths[row]} tokens). Set too_long='truncate' or 'drop', or raise max_length."
-        )
-    lengths = tokenized["length"]
-    dropped = set(too_long_rows) if too_long == "drop" else {i for i in too_long_rows if lengths[i] == 0}
-    if len(dropped) == len(tokenized):
-        raise ValueError(
-            f"{name}: all {len(tokenized)} rows exceed max_length={max_length} (too_long={too_long!r}), nothing is "
-            "left; raise max_length"
-        )
-    if dropped:
-        tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in dropped])
-    report = RowLengthReport(
-        n_rows=n_rows,
-        n_too_long=len(too_long_rows),
-        n_truncated=len(too_long_rows) - len(dropped),
-        n_dropped=len(dropped),
-        max_length=max_length,
-        action=too_long,
-        longest=max(full_lengths),
-        **({"truncation": truncation} if truncation else {}),
-    )
-    (logger.warning if report.n_too_long else logger.info)(report.message(name))
-    return tokenized.remove_columns("full_length"), report
-
-
-def pad_right(sequences: Sequence[Sequence[int]], value: int, pad_to_multiple_of: int | None = None) -> torch.Tensor:
-    """Right-pads integer sequences into a `(batch, width)` long tensor (width rounded up to a multiple)."""
-    width = max(len(s) for s in sequences)
-    if pad_to_multiple_of:
-        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-    out = torch.full((len(sequences), width), value, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return out
-
-
-@dataclass
-class StepCollator:
-    """
-    Pads tokenized stepwise rows on the right.
-
-    Returns `input_ids` and `attention_mask` of shape `(batch, seq_len)`, and `labels` of shape `(batch, seq_len)`
-    (-100 at unlabelled and padded positions).
-
-    Args:
-        pad_token_id (`int`): id used to pad `input_ids`.
-        pad_to_multiple_of (`int`, *optional*): pad `seq_len` to a multiple of this value.
-    """
-
-    pad_token_id: int
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids = [example["input_ids"] for example in examples]
-        return {
-            "input_ids": pad_right(ids, self.pad_token_id, self.pad_to_multiple_of),
-            "attention_mask": pad_right([[1] * len(s) for s in ids], 0, self.pad_to_multiple_of),
-            "labels": pad_right([example["labels"] for example in examples], IGNORE_INDEX, self.pad_to_multiple_of),
-        }

@@ -1,0 +1,72 @@
+"""RewardScorer: scores do not depend on batch size, input order or padding side (to 1e-5)."""
+
+import pytest
+import torch
+
+from trl_rewards.data.preference import encode_pair_texts
+from trl_rewards.inference.sequence_scoring import RewardScorer
+from trl_rewards.testing import tiny_bert_reward_model, tiny_llama_reward_model
+
+PROMPTS = ["Q: 2+2? ", "Tell me a story. ", "", "Why? "] * 2
+COMPLETIONS = ["4", "Once upon a time there was a reward model.", "hm", "Because it is long enough " * 3] * 2
+
+
+def _reference(model, tok):
+    """Each sequence scored alone, unpadded."""
+    out = []
+    for p, c in zip(PROMPTS, COMPLETIONS, strict=True):
+        ids = torch.tensor([encode_pair_texts(tok, {"prompt": p, "chosen": c, "rejected": ""}, "explicit_prompt")[0]])
+        with torch.no_grad():
+            out.append(model(input_ids=ids).logits[0, 0].item())
+    return out
+
+
+@pytest.mark.parametrize("builder", [tiny_llama_reward_model, tiny_bert_reward_model], ids=["llama", "bert"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_scores_invariant_to_batching_and_padding(builder, padding_side, batch_size):
+    model, tok = builder()
+    model.eval()
+    expected = _reference(model, tok)
+    scorer = RewardScorer(model, tok, batch_size=batch_size, padding_side=padding_side)
+    torch.testing.assert_close(scorer.score(PROMPTS, COMPLETIONS), expected, atol=1e-5, rtol=0)
+
+
+def test_token_budget_splits_long_batches():
+    """A token budget changes how the scorer batches (tests/inference/test_batching.py), never the scores."""
+    model, tok = tiny_llama_reward_model()
+    scorer = RewardScorer(model, tok, batch_size=8, max_tokens_per_batch=60)
+    torch.testing.assert_close(
+        scorer.score(PROMPTS, COMPLETIONS),
+        RewardScorer(model, tok, batch_size=8).score(PROMPTS, COMPLETIONS),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_conversational_prompt_uses_chat_template():
+    model, tok = tiny_llama_reward_model()
+    scorer = RewardScorer(model, tok)
+    ids = scorer.encode([{"role": "user", "content": "hi"}], "yo")
+    assert tok.decode(ids) == "<|user|>hi</s><|assistant|>yo</s>"
+
+
+def test_truncation_is_counted():
+    model, tok = tiny_llama_reward_model()
+    scorer = RewardScorer(model, tok, max_length=10)
+    scorer.score(["a", "b"], ["short", "x" * 30])
+    assert scorer.n_truncated == 1
+
+
+def test_score_pairs_and_errors():
+    model, tok = tiny_bert_reward_model()
+    scorer = RewardScorer(model, tok)
+    chosen, rejected = scorer.score_pairs(["q", "r"], ["a", "b"], ["c", "d"])
+    assert chosen == pytest.approx(scorer.score(["q", "r"], ["a", "b"]), abs=1e-6)
+    assert rejected == pytest.approx(scorer.score(["q", "r"], ["c", "d"]), abs=1e-6)
+    with pytest.raises(ValueError, match="got 2 prompts but 1 completions"):
+        scorer.score(["q", "r"], ["a"])
+    with pytest.raises(ValueError, match="padding_side must be one of"):
+        RewardScorer(model, tok, padding_side="center")
+    with pytest.raises(ValueError, match="normalize=True needs `reward_mean`"):
+        RewardScorer(model, tok, normalize=True)

@@ -1,0 +1,120 @@
+"""What the reward functions share: the text of prompts and completions, device placement, model-backed sources.
+
+See `rewards/model_rewards.py` for the reward-function contract (TRL's) that every class follows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def default_device() -> torch.device:
+    """
+    This process's GPU when CUDA is available, else `cpu`.
+
+    Under a multi-process launcher (torchrun, accelerate, deepspeed) that is `cuda:{LOCAL_RANK}`, the GPU accelerate
+    gives the trainer on this rank, whenever the reward function is built: a loaded model is moved at construction,
+    often before the trainer has set the current device, which would otherwise put every rank's copy on `cuda:0`.
+    Without `LOCAL_RANK` (or when it names no visible GPU, e.g. one GPU per process) it is `cuda`, the current device.
+    """
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if local_rank.isdigit() and int(local_rank) < torch.cuda.device_count():
+        return torch.device("cuda", int(local_rank))
+    return torch.device("cuda")
+
+
+def model_name(model, path: str | None, fallback: str) -> str:
+    if path is not None:
+        return os.path.basename(os.path.normpath(path)) or fallback
+    name_or_path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    return name_or_path.rstrip("/").split("/")[-1] or fallback
+
+
+def is_conversational(value: Any) -> bool:
+    return isinstance(value, list) and (not value or isinstance(value[0], dict))
+
+
+def message_text(completion: Any) -> str:
+    """The text of a completion: a string, or the concatenated `content` of a list of messages."""
+    if isinstance(completion, str):
+        return completion
+    if is_conversational(completion):
+        parts = [message.get("content") for message in completion]
+        if not all(isinstance(part, str) for part in parts):
+            raise TypeError("completion messages must have string `content` (multimodal content is not supported)")
+        return "".join(parts)
+    raise TypeError(f"a completion must be a string or a list of messages, got {type(completion).__name__}")
+
+
+def prompt_text(prompt: Any) -> str:
+    """A prompt as plain text: a string as is (`None` as empty), a list of messages as their contents, one a line."""
+    if prompt is None or isinstance(prompt, str):
+        return prompt or ""
+    if is_conversational(prompt):
+        return "\n".join(message_text([message]) for message in prompt)
+    raise TypeError(f"a prompt must be a string or a list of messages, got {type(prompt).__name__}")
+
+
+def move_to_device(model, device: torch.device):
+    current = next(model.parameters()).device
+    if current == device or (device.index is None and current.type == device.type):
+        return model
+    if getattr(model, "is_quantized", False) or getattr(model, "hf_device_map", None) is not None:
+        raise ValueError(
+            f"the reward model sits on {current} and is quantized or dispatched with a device_map, so it cannot be "
+            f"moved to device={str(device)!r}; pass device={str(current)!r} (or load it on the target device)"
+        )
+    return model.to(device)
+
+
+class ModelBackedReward:
+    """Shared source handling, device placement and pickling of the model-based reward functions."""
+
+    def _init_source(self, model, tokenizer, device, load_options: dict[str, Any]) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        # What the user gave, kept for pickling; `_tokenizer` is the tokenizer in use once the model is loaded.
+        self._tokenizer_source = tokenizer
+        if isinstance(model, str | os.PathLike):
+            self._path = os.fspath(model)
+            self._load_options = {k: v for k, v in load_options.items() if v is not None}
+            self._model = self._tokenizer = None
+            return
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a path or a loaded torch.nn.Module, got {type(model).__name__}")
+        for option, value in load_options.items():
+            if value is not None:
+                raise ValueError(
+                    f"{option} only applies when the model is given as a path; the model is already loaded"
+                )
+        if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
+            raise ValueError("a loaded model needs its tokenizer object: pass tokenizer=")
+        self._path, self._load_options = None, {}
+        self._model, self._tokenizer = move_to_device(model, self.device).eval(), tokenizer
+
+    def _load_from_path(self):
+        """`(model, tokenizer)` loaded from `self._path` with `self._load_options`."""
+        raise NotImplementedError
+
+    def _load(self):
+        """Loads (once) and returns `(model, tokenizer)`, on `self.device` and in eval mode."""
+        if self._model is None:
+            model, tokenizer = self._load_from_path()
+            source = self._tokenizer_source
+            if source is not None and not isinstance(source, str | os.PathLike):  # a tokenizer object with a path
+                tokenizer = source
+            self._model, self._tokenizer = move_to_device(model, self.device).eval(), tokenizer
+        return self._model, self._tokenizer
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self._path is not None:  # reloaded from the path on the first call after unpickling
+            state["_model"] = state["_tokenizer"] = state["_scorer"] = None
+        return state

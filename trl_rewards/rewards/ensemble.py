@@ -1,0 +1,384 @@
+r"""`RewardEnsemble`: several reward functions, each z-scored, combined into one TRL reward function.
+
+Members are any reward functions in TRL's contract (model-based [`RewardModelFunction`],
+[`ProcessRewardFunction`], rule-based ones, other ensembles). Each call:
+
+1. calls every member with the same arguments (extra keyword arguments included: members ignore what they do not
+   use), turning `None` (and NaN) into "missing";
+2. z-scores each member's column with `rewards.normalization` (`"batch"`, `"running"`, `"group"` or
+   `"none"`), so members on different scales weigh what their weights say (see that module's docstring for why);
+3. combines the members available for each sample (a missing member is left out of that sample only):
+
+   - `"mean"`: `mean_k z_k`;
+   - `"weighted_mean"`: `sum_k w_k z_k / sum_k w_k` over the available members;
+   - `"min"`: `min_k z_k`, the worst case (robust to one member being hacked);
+   - `"uncertainty"`: `mean_k z_k - lambda * std_k z_k` (population std across members), penalizing samples the
+     members disagree on;
+   - `"median"`: `median_k z_k` (the mean of the two middle values for an even count).
+
+   A sample that no member scores gets `None`.
+
+**Logging.** Through the `log_metric(name, value)` keyword argument that GRPO and RLOO pass to reward functions
+(averaged by TRL over each logging step and across processes), every call logs, for each member `m`,
+`{name}/{m}/raw_mean`, `{name}/{m}/normalized_mean` and `{name}/{m}/missing_frac`, and
+`{name}/disagreement` (the mean over samples of the std across members of the normalized rewards). Under
+`on_member_error="skip"` it also logs `{name}/{m}/failed` (1 when the member failed in this call, else 0). The last
+call's metrics are also kept in `last_metrics`, for callers without `log_metric` (e.g. the PPO adapter).
+
+**Interaction with GRPO / RLOO.** The ensemble is one reward function for the trainer, which then scales the combined
+reward (`scale_rewards`, `normalize_advantages`): its overall scale is discarded, while the members' relative weights
+set here are kept. Call [`RewardEnsemble.check_trainer_args`] with the trainer's config to get the warnings of
+[`~trl_rewards.rewards.normalization.check_double_normalization`] and a check of `num_generations` for `"group"`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .normalization import RunningZScore, batch_zscore, check_double_normalization
+from .normalization import group_zscore as _group_zscore
+
+logger = logging.getLogger(__name__)
+
+AGGREGATIONS = ("mean", "weighted_mean", "min", "uncertainty", "median")
+NORMALIZATIONS = ("batch", "running", "group", "none")
+ON_MEMBER_ERROR = ("raise", "skip")
+
+
+def reward_function_name(func: Callable) -> str:
+    """A reward function's display name, as TRL computes it: `__name__`, else the class name."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return getattr(func, "__name__", type(func).__name__)
+
+
+class RewardEnsembleMemberError(RuntimeError):
+    """A member of a [`RewardEnsemble`] raised or returned something unusable; the message names the member."""
+
+
+class RewardEnsemble:
+    r"""
+    Combines z-scored reward functions into one reward function in TRL's contract.
+
+    Args:
+        members (`Sequence[Callable]` or `Mapping[str, Callable]`):
+            Reward functions (`fn(prompts, completions, completion_ids=None, **kwargs) -> list[float | None]`). From a
+            sequence, each is named by its `__name__` (else its class name); names must be unique, else pass a
+            mapping `{name: fn}`. A `torch.nn.Module` (a bare reward model) is rejected: wrap it in
+            [`RewardModelFunction`], which brings its tokenizer.
+        weights (`Sequence[float]`, *optional*):
+            One non-negative weight per member, for (and only for) `aggregation="weighted_mean"`.
+        aggregation (`str`, *optional*, defaults to `"mean"`):
+            One of `"mean"`, `"weighted_mean"`, `"min"`, `"uncertainty"`, `"median"` (see the module docstring).
+        uncertainty_lambda (`float`, *optional*):
+            `lambda` of `aggregation="uncertainty"` (defaults to `1.0` there; must be >= 0); rejected otherwise.
+        normalization (`str`, *optional*, defaults to `"batch"`):
+            Per-member z-score before combining: `"batch"` (statistics of this call's rewards), `"running"` (a
+            [`~trl_rewards.rewards.normalization.RunningZScore`] per member, synchronized across processes, in
+            `normalizers`), `"group"` (within each run of `num_generations` consecutive completions, GRPO's groups)
+            or `"none"` (raw rewards: only sensible for members already on one scale).
+        num_generations (`int`, *optional*):
+            Group size for (and only for) `normalization="group"`: the trainer's `num_generations`.
+        eps (`float`, *optional*, defaults to `1e-6`):
+            Added to the std of every z-score.
+        on_member_error (`str`, *optional*, defaults to `"raise"`):
+            `"raise"`: a member that raises, returns the wrong number of rewards or a non-numeric or infinite value
+            stops training with a [`RewardEnsembleMemberError`] naming it. `"skip"`: that member is left out of this
+            call (as if it returned `None` everywhere) with a logged warning and a `{name}/{member}/failed` metric;
+            if every member fails, it raises anyway.
+        name (`str`, *optional*, defaults to `"reward_ensemble"`):
+            `__name__`, the prefix of the logged metrics.
+
+    Example:
+    ```python
+    >>> members = [RewardModelFunction("rm-a", name="rm_a"), RewardModelFunction("rm-b", name="rm_b")]
+    >>> ensemble = RewardEnsemble(
+    ...     members + [AnswerCorrectnessReward()], aggregation="weighted_mean", weights=[1.0, 1.0, 2.0]
+    ... )
+    >>> ensemble.check_trainer_args(grpo_config)  # warns when the trainer normalizes again
+    >>> trainer = GRPOTrainer(model=policy, reward_funcs=ensemble, args=grpo_config, train_dataset=prompts)
+    ```
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Callable] | Mapping[str, Callable],
+        weights: Sequence[float] | None = None,
+        aggregation: str = "mean",
+        uncertainty_lambda: float | None = None,
+        normalization: str = "batch",
+        num_generations: int | None = None,
+        eps: float = 1e-6,
+        on_member_error: str = "raise",
+        name: str = "reward_ensemble",
+    ):
+        self.members = self._named_members(members)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        if on_member_error not in ON_MEMBER_ERROR:
+            raise ValueError(f"on_member_error must be one of {ON_MEMBER_ERROR}, got {on_member_error!r}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.weights = self._check_weights(weights, aggregation)
+        if uncertainty_lambda is not None and aggregation != "uncertainty":
+            raise ValueError(
+                f"uncertainty_lambda only applies to aggregation='uncertainty', got aggregation={aggregation!r}"
+            )
+        if aggregation == "uncertainty":
+            uncertainty_lambda = 1.0 if uncertainty_lambda is None else float(uncertainty_lambda)
+            if not uncertainty_lambda >= 0:
+                raise ValueError(f"uncertainty_lambda must be >= 0, got {uncertainty_lambda}")
+        if normalization == "group":
+            if not isinstance(num_generations, int) or isinstance(num_generations, bool) or num_generations < 1:
+                raise ValueError(
+                    f"normalization='group' needs num_generations (the trainer's group size), got {num_generations!r}"
+                )
+        elif num_generations is not None:
+            raise ValueError(f"num_generations only applies to normalization='group', got {normalization!r}")
+        self.aggregation = aggregation
+        self.uncertainty_lambda = uncertainty_lambda
+        self.normalization = normalization
+        self.num_generations = num_generations
+        self.eps = eps
+        self.on_member_error = on_member_error
+        self.__name__ = name
+        self.normalizers = (
+            {member: RunningZScore(eps=eps) for member in self.members} if normalization == "running" else {}
+        )
+        self.last_metrics: dict[str, float] = {}
+
+    @staticmethod
+    def _named_members(members) -> dict[str, Callable]:
+        if isinstance(members, Mapping):
+            named = dict(members)
+        elif isinstance(members, Sequence) and not isinstance(members, str):
+            named = {}
+            for member in members:
+                name = reward_function_name(member)
+                if name in named:
+                    raise ValueError(
+                        f"two members are named {name!r}; give them distinct names (e.g. RewardModelFunction(..., "
+                        "name=...)) or pass a mapping {name: function}"
+                    )
+                named[name] = member
+        else:
+            raise TypeError(
+                f"members must be a sequence or a mapping of reward functions, got {type(members).__name__}"
+            )
+        if not named:
+            raise ValueError("a RewardEnsemble needs at least one member")
+        for name, member in named.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"member names must be non-empty strings, got {name!r}")
+            if isinstance(member, torch.nn.Module):
+                raise TypeError(
+                    f"member {name!r} is a torch.nn.Module; wrap a reward model in RewardModelFunction(model, "
+                    "tokenizer) so that it brings its own tokenizer"
+                )
+            if not callable(member):
+                raise TypeError(f"member {name!r} is not callable ({type(member).__name__})")
+        return named
+
+    def _check_weights(self, weights, aggregation: str) -> list[float] | None:
+        if aggregation != "weighted_mean":
+            if weights is not None:
+                raise ValueError(f"weights only apply to aggregation='weighted_mean', got aggregation={aggregation!r}")
+            return None
+        if weights is None:
+            raise ValueError("aggregation='weighted_mean' needs weights (one per member)")
+        weights = [float(w) for w in weights]
+        if len(weights) != len(self.members):
+            raise ValueError(f"got {len(weights)} weights for {len(self.members)} members {list(self.members)}")
+        if any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) == 0:
+            raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
+        return weights
+
+    def _call_member(self, name: str, member: Callable, n: int, arguments: dict[str, Any]) -> list[float]:
+        try:
+            output = member(**arguments)
+        except Exception as error:
+            raise RewardEnsembleMemberError(
+                f"reward ensemble {self.__name__!r}: member {name!r} raised {type(error).__name__}: {error}"
+            ) from error
+        try:
+            output = list(output)
+        except TypeError as error:
+            raise RewardEnsembleMemberError(
+                f"reward ensemble {self.__name__!r}: member {name!r} returned {type(output).__name__}, not a list"
+            ) from error
+        if len(output) != n:
+            raise RewardEnsembleMemberError(
+                f"reward ensemble {self.__name__!r}: member {name!r} returned {len(output)} rewards for "
+                f"{n} completions"
+            )
+        values = []
+        for i, value in enumerate(output):
+            if value is None:
+                values.append(math.nan)
+                continue
+            try:
+                value = float(value)
+            except (TypeError, ValueError) as error:
+                raise RewardEnsembleMemberError(
+                    f"reward ensemble {self.__name__!r}: member {name!r} returned {value!r} at index {i}, not a number"
+                ) from error
+            if math.isinf(value):
+                raise RewardEnsembleMemberError(
+                    f"reward ensemble {self.__name__!r}: member {name!r} returned {value} at index {i}"
+                )
+            values.append(value)
+        return values
+
+    def member_rewards(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
+    ) -> tuple[torch.Tensor, list[str]]:
+        """
+        Calls every member; returns the raw rewards and the names of the members that failed (under `"skip"`).
+
+        Returns:
+            `tuple[torch.Tensor, list[str]]`: rewards of shape `(N, K)` in float64 (NaN = missing, a failed member's
+            column all NaN), and the failed members' names.
+        """
+        n = len(prompts)
+        if len(completions) != n:
+            raise ValueError(f"reward ensemble {self.__name__!r}: got {n} prompts but {len(completions)} completions")
+        arguments = dict(kwargs, prompts=prompts, completions=completions, completion_ids=completion_ids)
+        raw = torch.full((n, len(self.members)), math.nan, dtype=torch.float64)
+        failed = []
+        for k, (name, member) in enumerate(self.members.items()):
+            try:
+                raw[:, k] = torch.tensor(self._call_member(name, member, n, arguments), dtype=torch.float64)
+            except RewardEnsembleMemberError as error:
+                if self.on_member_error == "raise":
+                    raise
+                logger.warning("%s; skipping it for this batch (on_member_error='skip')", error)
+                failed.append(name)
+        if len(failed) == len(self.members):
+            raise RewardEnsembleMemberError(f"reward ensemble {self.__name__!r}: every member failed ({failed})")
+        return raw, failed
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """
+        Z-scores each member's column with the configured normalization.
+
+        Args:
+            raw (`torch.Tensor` of shape `(N, K)`): rewards, NaN = missing.
+
+        Returns:
+            `torch.Tensor` of shape `(N, K)`: normalized rewards, NaN where `raw` is NaN.
+        """
+        if self.normalization == "none":
+            return raw.clone()
+        if self.normalization == "batch":
+            return batch_zscore(raw, eps=self.eps)
+        if self.normalization == "group":
+            if raw.shape[0] % self.num_generations:
+                raise ValueError(
+                    f"reward ensemble {self.__name__!r}: normalization='group' got {raw.shape[0]} completions, not a "
+                    f"multiple of num_generations={self.num_generations} (every call must hold whole groups)"
+                )
+            return _group_zscore(raw, self.num_generations, eps=self.eps)
+        # Every member's normalizer is updated on every call, all-NaN columns included: with several processes the
+        # update is a collective that every rank must join.
+        columns = [self.normalizers[name].normalize(raw[:, k]) for k, name in enumerate(self.members)]
+        return torch.stack(columns, dim=1).to(torch.float64)
+
+    def aggregate(self, normalized: torch.Tensor) -> list[float | None]:
+        """
+        Combines the members of each sample, leaving out missing ones.
+
+        Args:
+            normalized (`torch.Tensor` of shape `(N, K)`): normalized rewards, NaN = missing.
+
+        Returns:
+            `list[float | None]`: one reward per sample; `None` where every member is missing (or, for
+            `"weighted_mean"`, every available member has weight 0).
+        """
+        z = normalized.to(torch.float64).numpy()
+        valid = ~np.isnan(z)
+        count = valid.sum(axis=1)
+        out = np.full(z.shape[0], np.nan)
+        rows = count > 0
+        zr, vr = z[rows], valid[rows]
+        with warnings.catch_warnings():  # all-NaN rows are excluded above; numpy would still warn on empty slices
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if self.aggregation == "mean":
+                out[rows] = np.nanmean(zr, axis=1)
+            elif self.aggregation == "weighted_mean":
+                w = np.asarray(self.weights)[None, :] * vr
+                total = w.sum(axis=1)
+                out[rows] = np.where(total > 0, np.nansum(zr * w, axis=1) / np.where(total > 0, total, 1), np.nan)
+            elif self.aggregation == "min":
+                out[rows] = np.nanmin(zr, axis=1)
+            elif self.aggregation == "median":
+                out[rows] = np.nanmedian(zr, axis=1)
+            else:  # uncertainty
+                out[rows] = np.nanmean(zr, axis=1) - self.uncertainty_lambda * np.nanstd(zr, axis=1)
+        return [None if math.isnan(value) else float(value) for value in out]
+
+    def _metrics(self, raw: torch.Tensor, normalized: torch.Tensor, failed: list[str]) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for k, name in enumerate(self.members):
+            column, z = raw[:, k], normalized[:, k]
+            present = ~torch.isnan(column)
+            prefix = f"{self.__name__}/{name}"
+            if present.any():
+                metrics[f"{prefix}/raw_mean"] = column[present].mean().item()
+                metrics[f"{prefix}/normalized_mean"] = z[present].mean().item()
+            metrics[f"{prefix}/missing_frac"] = 1.0 - present.double().mean().item() if len(column) else 0.0
+            if self.on_member_error == "skip":
+                metrics[f"{prefix}/failed"] = float(name in failed)
+        z = normalized.numpy()
+        several = (~np.isnan(z)).sum(axis=1) >= 2
+        if several.any():
+            metrics[f"{self.__name__}/disagreement"] = float(np.nanstd(z[several], axis=1).mean())
+        return metrics
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
+    ) -> list[float | None]:
+        raw, failed = self.member_rewards(prompts, completions, completion_ids, **kwargs)
+        normalized = self.normalize(raw)
+        rewards = self.aggregate(normalized)
+        self.last_metrics = self._metrics(raw, normalized, failed)
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            for key, value in self.last_metrics.items():
+                log_metric(key, value)
+        return rewards
+
+    def check_trainer_args(self, args) -> list[str]:
+        """
+        Checks the ensemble against a trainer config (`GRPOConfig`, `RLOOConfig` or alike) before training.
+
+        Raises a `ValueError` when `normalization="group"` and the config's `num_generations` differs from the
+        ensemble's. Returns (and emits with `warnings.warn`) the warnings of
+        [`~trl_rewards.rewards.normalization.check_double_normalization`] when the ensemble normalizes and the trainer
+        normalizes the rewards again: with one member the ensemble's z-score is then a no-op; with several, the
+        trainer only discards the overall scale of the combined reward and the members' relative weighting set by
+        the ensemble is kept.
+        """
+        if self.normalization == "group":
+            trainer_group = getattr(args, "num_generations", None)
+            if trainer_group is not None and trainer_group != self.num_generations:
+                raise ValueError(
+                    f"reward ensemble {self.__name__!r} normalizes groups of num_generations={self.num_generations} "
+                    f"but the trainer generates {trainer_group} completions per prompt"
+                )
+        return check_double_normalization(args, normalizes=self.normalization != "none")
+
+    def __repr__(self) -> str:
+        return (
+            f"RewardEnsemble(name={self.__name__!r}, members={list(self.members)}, aggregation={self.aggregation!r}, "
+            f"normalization={self.normalization!r})"
+        )

@@ -1,0 +1,1 @@
+"""Command-line scripts: `trl-rewards` (cli.py) and its commands train, eval/score, merge, configs and demo."""

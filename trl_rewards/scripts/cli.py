@@ -1,0 +1,82 @@
+"""`trl-rewards`: one entry point with sub-commands. Options come from the config dataclasses (TRL's `TrlParser`),
+so `--config file.yaml` and command-line flags set the same fields.
+
+    trl-rewards train bt --model_name_or_path M --dataset_name data.jsonl --output_dir out [--config x.yaml]
+    trl-rewards train prm|orm (same options, with the config of that trainer)
+    trl-rewards merge ADAPTER_DIR OUTPUT_DIR
+    trl-rewards demo [--output_dir DIR] [--stages bt prm eval grpo] [--tiny] [--reward_base M] [--policy M] ...
+    trl-rewards eval --model M --dataset pairs.jsonl --output_dir DIR [--subset_column subset] [--bootstrap N]
+    trl-rewards score --model M --input rows.jsonl --output scored.jsonl
+    trl-rewards configs [--output_dir deepspeed_configs]
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+logger = logging.getLogger("trl_rewards")
+
+USAGE = """usage: trl-rewards <command> [options]
+
+commands:
+  train bt     train a Bradley-Terry (pairwise) reward model
+  train prm    train a process reward model (per-step labels; classifier or LM step-tag style)
+  train orm    train an outcome reward model (one correctness label per solution)
+  merge        merge a LoRA reward-model adapter and its head into a plain model
+  demo         the whole pipeline on embedded data, offline, on CPU
+  eval         evaluate a reward model on preference pairs: results.json, report.md, plots
+  score        score (prompt, completion) rows of a .jsonl file
+  configs      write the packaged DeepSpeed/accelerate configs into ./deepspeed_configs
+
+Run `trl-rewards <command> --help` for the options of a command."""
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("trl_rewards").setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    _setup_logging()
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from .train import train_bt, train_orm, train_prm
+
+        kinds = {"bt": train_bt, "prm": train_prm, "orm": train_orm}
+        if not rest or rest[0] not in kinds:
+            print(f"usage: trl-rewards train {{{','.join(kinds)}}} [options]", file=sys.stderr)
+            return 2
+        kinds[rest[0]](rest[1:])
+    elif command == "merge":
+        from .merge import merge
+
+        merge(rest)
+    elif command == "eval":
+        from .eval import evaluate
+
+        evaluate(rest)
+    elif command == "score":
+        from .eval import score
+
+        score(rest)
+    elif command == "configs":
+        from .configs import main as configs_main
+
+        configs_main(rest)
+    elif command == "demo":
+        from .demo import main as demo_main
+
+        demo_main(rest)
+    else:
+        print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""What the trainers share: exact metrics over every example since the last log, dataset preparation with a length
+report, the reward-head setup, and argument checks.
+
+TRL's trainers log the mean of per-batch metrics; an accuracy, a calibration error or an F1 averaged over batches is
+not the metric of the whole set. Our trainers buffer each example's outputs instead (gathered from every process)
+and compute each metric once per log over all of them: the whole eval set at evaluation, every training example since
+the last log in training. [`RewardTrainerMixin`] holds that logic once for all trainers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from trl.trainer.reward_trainer import DataCollatorForPreference
+from trl.trainer.utils import global_then_local_main_first
+
+from ..modeling import is_decoder_model, keep_reward_head_fp32
+
+
+def check_config(args, config_cls, default_output_dir: str):
+    """`args` if it is a `config_cls`, a default one for `None`, else a `TypeError` that names the expected class."""
+    if args is None:
+        return config_cls(default_output_dir)
+    if not isinstance(args, config_cls):
+        raise TypeError(f"args must be a {config_cls.__name__}, got {type(args).__name__}")
+    return args
+
+
+class RewardTrainerMixin:
+    """
+    What our trainers add to a `transformers.Trainer` subclass (listed before it among the bases): the reward-model
+    setup ([`_setup_reward_model`]), tokenization with a length report ([`_tokenize`]), and exact metric buffering.
+
+    A trainer calls [`_count_tokens`] and [`_buffer`] in `compute_loss` and implements [`_buffered_metrics`], which
+    turns everything buffered since the last log into metrics. [`log`] adds them to the averaged `_metrics` (TRL's
+    per-batch metrics, e.g. `num_tokens`), prefixed with `eval_` in evaluation. [`evaluate`] starts from an empty eval
+    buffer, so outputs buffered by a `predict` call (which never logs) do not leak into the next evaluation.
+    """
+
+    def _setup_reward_model(self, collator_cls=None) -> None:
+        """After the parent's `__init__`: replaces TRL's default preference collator by `collator_cls` (a collator
+        passed by the user is kept), notes whether the model is a decoder, keeps the reward head in fp32 under
+        4-bit/bf16 training, and starts the metric buffers."""
+        if collator_cls is not None and type(self.data_collator) is DataCollatorForPreference:
+            self.data_collator = collator_cls(
+                pad_token_id=self.data_collator.pad_token_id,
+                pad_to_multiple_of=self.data_collator.pad_to_multiple_of,
+            )
+        self._decoder = is_decoder_model(self.model)
+        keep_reward_head_fp32(self.model, self.args)
+        self._init_metric_buffers()
+
+    def _tokenize(self, tokenize, dataset, dataset_name: str, *args, **kwargs):
+        """`tokenize(dataset, *args, name=dataset_name, **kwargs)` on the main process first (others reuse its
+        cache); its length report is kept in `self.length_reports[dataset_name]`. Returns the tokenized dataset."""
+        with global_then_local_main_first():
+            tokenized, report = tokenize(dataset, *args, name=dataset_name, **kwargs)
+        self.length_reports[dataset_name] = report
+        return tokenized
+
+    def _init_metric_buffers(self) -> None:
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._buffers = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._total_train_tokens = 0
+
+    @property
+    def _mode(self) -> str:
+        return "train" if self.model.training else "eval"
+
+    def _count_tokens(self, inputs, mode: str, divisor: int = 1) -> None:
+        """Adds the batch's real tokens (all processes) to `num_tokens` in training; logs the running total."""
+        if mode == "train":
+            # 1-element, not 0-d: gloo's all_gather (CPU runs) rejects 0-d tensors
+            n_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
+            self._total_train_tokens += n_tokens // divisor
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+    @torch.no_grad()
+    def _buffer(self, mode: str, **tensors: torch.Tensor) -> None:
+        """Gathers each tensor over processes and keeps it on the CPU until the next log. Training batches are
+        gathered whole; evaluation drops the samples the sampler repeats to even out ranks."""
+        gather = self.accelerator.gather if mode == "train" else self.accelerator.gather_for_metrics
+        for name, tensor in tensors.items():
+            self._buffers[mode][name].append(gather(tensor.detach()).cpu())
+
+    def _buffered_metrics(self, buffered: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        """Metrics of everything buffered since the last log: `buffered[name]` lists the tensors given to `_buffer`."""
+        raise NotImplementedError
+
+    def evaluate(self, *args, **kwargs):
+        self._buffers["eval"] = defaultdict(list)
+        return super().evaluate(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = self._mode
+        metrics = {key: sum(values) / len(values) for key, values in self._metrics[mode].items()}
+        buffered, self._buffers[mode] = self._buffers[mode], defaultdict(list)
+        if buffered:
+            metrics.update(self._buffered_metrics(buffered))
+        if mode == "eval":
+            metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        logs.update(metrics)
+        self._metrics[mode].clear()
+        super().log(logs, start_time)

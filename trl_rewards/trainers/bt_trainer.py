@@ -1,0 +1,143 @@
+"""Bradley-Terry reward trainer: TRL's `RewardTrainer` with validated data, soft labels and exact pairwise metrics.
+
+What differs from `trl.RewardTrainer`, and nothing else is overridden:
+
+- data preparation: row-numbered validation, explicit handling of over-long pairs (truncate/drop/error, always
+  reported), soft `label` and `margin` columns, a `length` column for length-grouped batching;
+- the loss: `losses.bradley_terry_loss` (margin, soft target, label smoothing) + optional reward centering;
+- metrics: computed over every pair since the last log (the whole eval set at evaluation) rather than averaged
+  per batch ([`RewardTrainerMixin`]), so accuracy (with a tie policy) and calibration error are exact;
+- after `train()`, the reward mean/std on the eval set are written into the model config.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from accelerate.utils import is_peft_model
+from trl import RewardTrainer
+
+from ..data.collators import PreferenceCollator
+from ..data.preference import tokenize_preferences
+from ..evaluation import metrics
+from ..losses import bradley_terry_loss, reward_centering_loss, smoothed_target
+from ..modeling import save_reward_stats
+from .base import RewardTrainerMixin, check_config
+from .bt_config import BradleyTerryConfig
+
+logger = logging.getLogger(__name__)
+
+
+class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
+    """
+    Trains a pairwise (Bradley-Terry) reward model. Same arguments as [`~trl.RewardTrainer`], with a
+    [`BradleyTerryConfig`].
+
+    Example:
+
+    ```python
+    >>> from trl_rewards import BradleyTerryConfig, BradleyTerryTrainer
+    >>> trainer = BradleyTerryTrainer(model=model, args=BradleyTerryConfig("out"), train_dataset=pairs,
+    ...                               processing_class=tokenizer)
+    >>> trainer.train()
+    ```
+    """
+
+    _tag_names = ["trl", "reward-trainer", "trl-rewards", "bradley-terry"]
+
+    def __init__(self, model, args: BradleyTerryConfig | None = None, *pos, **kwargs):
+        args = check_config(args, BradleyTerryConfig, "bradley-terry-reward-model")
+        self.length_reports = {}
+        super().__init__(model, args, *pos, **kwargs)
+        self._setup_reward_model(PreferenceCollator)
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        return self._tokenize(
+            tokenize_preferences,
+            dataset,
+            dataset_name,
+            processing_class,
+            max_length=args.max_length,
+            too_long=args.too_long,
+            num_proc=args.dataset_num_proc,
+        )
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "label", "length"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = self._mode
+        forward_kwargs = {"use_cache": False} if self._decoder else {}
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **forward_kwargs)
+        chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        target = smoothed_target(inputs.get("label"), self.args.label_smoothing, len(chosen), chosen)
+        loss = bradley_terry_loss(chosen, rejected, margin=inputs.get("margin"), target=target)
+        if self.args.center_rewards_coefficient:
+            loss = loss + self.args.center_rewards_coefficient * reward_centering_loss(chosen, rejected)
+
+        self._count_tokens(inputs, mode, divisor=self._tp_size)
+        self._buffer(mode, chosen=chosen.float(), rejected=rejected.float())
+        return (loss, outputs) if return_outputs else loss
+
+    def _buffered_metrics(self, buffered: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        chosen = torch.cat(buffered["chosen"]).numpy().astype(np.float64)
+        rejected = torch.cat(buffered["rejected"]).numpy().astype(np.float64)
+        rewards = metrics.reward_statistics(np.concatenate([chosen, rejected]))
+        return {
+            "accuracy": metrics.pairwise_accuracy(chosen, rejected, ties=self.args.tie_policy),
+            "tie_rate": metrics.tie_rate(chosen, rejected),
+            "margin": float(np.mean(chosen - rejected)),
+            "ece": metrics.pairwise_calibration_error(chosen, rejected, n_bins=self.args.calibration_bins),
+            "mean_reward": rewards["mean"],
+            "std_reward": rewards["std"],
+            "min_reward": rewards["min"],
+            "max_reward": rewards["max"],
+        }
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        if is_peft_model(self.model) and self.args.should_save:  # under ZeRO-3 every process passes here
+            save_reward_stats(self.model, output_dir or self.args.output_dir)
+
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        if self.args.store_reward_stats:
+            self.store_reward_statistics()
+        return output
+
+    @torch.no_grad()
+    def store_reward_statistics(self, dataset=None) -> dict[str, float]:
+        """
+        Scores every chosen and rejected sequence of `dataset` (default: the eval set, else the train set) and
+        stores `reward_mean`, `reward_std` (population) and `reward_stats_source` in the model config, which
+        `save_model` then writes. Returns the statistics.
+        """
+        source = "custom"
+        if dataset is None:
+            dataset, source = self.eval_dataset, "eval"
+            if isinstance(dataset, dict):
+                source, dataset = next(iter(dataset.items()))
+            if dataset is None:
+                dataset, source = self.train_dataset, "train"
+        was_training = self.model.training
+        self.model.eval()
+        scores = []
+        forward_kwargs = {"use_cache": False} if self._decoder else {}
+        for batch in self.get_eval_dataloader(dataset):
+            batch = self._prepare_inputs(batch)
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **forward_kwargs
+            ).logits.squeeze(-1)
+            chosen, rejected = torch.chunk(logits, chunks=2)
+            scores += [self.accelerator.gather_for_metrics(chosen), self.accelerator.gather_for_metrics(rejected)]
+        self.model.train(was_training)
+        stats = metrics.reward_statistics(torch.cat(scores).float().cpu().numpy())
+        config = self.accelerator.unwrap_model(self.model).config
+        config.reward_mean = stats["mean"]
+        config.reward_std = stats["std"]
+        config.reward_stats_source = source
+        logger.info("reward statistics on %s set: mean %.4f std %.4f", source, stats["mean"], stats["std"])
+        return stats
