@@ -38,9 +38,46 @@ def test_bt_soft_label_equals_bce_with_soft_targets():
     loss = bradley_terry_loss(torch.tensor([3.0]), torch.tensor([1.0]), target=torch.tensor([0.75]))
     assert loss.item() == pytest.approx(0.626928, abs=1e-6)
     chosen, rejected, p = torch.randn(5), torch.randn(5), torch.rand(5)
-    margin = torch.rand(5)
-    reference = F.binary_cross_entropy_with_logits(chosen - rejected - margin, p)
-    torch.testing.assert_close(bradley_terry_loss(chosen, rejected, margin=margin, target=p), reference)
+    torch.testing.assert_close(
+        bradley_terry_loss(chosen, rejected, target=p), F.binary_cross_entropy_with_logits(chosen - rejected, p)
+    )
+
+
+def test_bt_margin_with_soft_label_is_symmetric():
+    """The margin applies in the direction of each side: ℓ = -p log σ(Δ - m) - (1-p) log σ(-Δ - m).
+
+    By hand, p = 0.5, m = 1: ℓ(Δ) = 0.5 (softplus(1 - Δ) + softplus(1 + Δ)), even in Δ, so its minimum is at Δ = 0
+    (ℓ'(0) = 0.5 (-σ(1) + σ(1)) = 0) with ℓ(0) = softplus(1) = log(1 + e) = 1.313262. The old form
+    -(p log σ(Δ - m) + (1-p) log σ(m - Δ)) has its optimum at Δ = m + logit(p) = 1: a 50/50 pair was pushed to make
+    "chosen" win by 1. Here ℓ(1) = 0.5 (log 2 + softplus(2)) = 0.5 (0.693147 + 2.126928) = 1.410038 > ℓ(0).
+    Reference: p·BCE(Δ - m, 1) + (1-p)·BCE(Δ + m, 0); with p = 1 it is the hard-label margin loss."""
+    half, margin = torch.tensor([0.5]), torch.tensor([1.0])
+    at_zero = bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0]), margin=margin, target=half)
+    at_one = bradley_terry_loss(torch.tensor([1.0]), torch.tensor([0.0]), margin=margin, target=half)
+    assert at_zero.item() == pytest.approx(math.log1p(math.e), abs=1e-6)
+    assert at_one.item() == pytest.approx(1.410038, abs=1e-6)
+    delta = torch.zeros(1, requires_grad=True)
+    bradley_terry_loss(delta, torch.zeros(1), margin=margin, target=half).backward()
+    assert delta.grad.item() == pytest.approx(0.0, abs=1e-7)
+
+    chosen, rejected, p, m = torch.randn(5), torch.randn(5), torch.rand(5), torch.rand(5)
+    d = chosen - rejected
+    reference = p * F.binary_cross_entropy_with_logits(d - m, torch.ones(5), reduction="none") + (
+        1 - p
+    ) * F.binary_cross_entropy_with_logits(d + m, torch.zeros(5), reduction="none")
+    torch.testing.assert_close(bradley_terry_loss(chosen, rejected, margin=m, target=p, reduction="none"), reference)
+    torch.testing.assert_close(
+        bradley_terry_loss(chosen, rejected, margin=m, target=torch.ones(5)), bradley_terry_loss(chosen, rejected, m)
+    )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_bt_rejects_non_finite_target_and_margin(bad):
+    c, r = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0])
+    with pytest.raises(ValueError, match=r"target must be finite, but target\[1\] is"):
+        bradley_terry_loss(c, r, target=torch.tensor([0.5, bad]))
+    with pytest.raises(ValueError, match=r"margin must be finite, but margin\[0\] is"):
+        bradley_terry_loss(c, r, margin=torch.tensor([bad, 1.0]))
 
 
 def test_bt_half_target_is_symmetric():

@@ -43,6 +43,37 @@ def test_process_step_loss_is_stable_for_large_gaps():
     assert loss.item() == pytest.approx(1000.0)
 
 
+def test_process_step_loss_ignores_inf_logits_at_ignored_positions():
+    """Position 0 is ignored and holds [inf, -inf] (d = -inf): masking by multiplication gave 0 * inf = nan.
+    Position 1, label 1, logits [0, 2]: -log σ(2) = 0.126928 for every reduction; the gradient at position 0 is 0."""
+    logits = torch.tensor([[[math.inf, -math.inf], [0.0, 2.0]]], requires_grad=True)
+    labels = torch.tensor([[-100, 1]])
+    for reduction in ("mean", "sum"):
+        assert process_step_loss(logits, labels, reduction=reduction).item() == pytest.approx(NLL_SIGMOID_2, abs=1e-6)
+    torch.testing.assert_close(
+        process_step_loss(logits, labels, reduction="none"), torch.tensor([[0.0, NLL_SIGMOID_2]]), atol=1e-6, rtol=0
+    )
+    process_step_loss(logits, labels).backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0].abs().sum() == 0
+
+
+def test_token_outcome_loss_ignores_inf_scores_at_unsupervised_positions():
+    """Row 0 supervises token 0 only (score 2, y = 1): -log σ(2) = 0.126928; token 1 holds -inf and is ignored."""
+    scores = torch.tensor([[2.0, -math.inf]], requires_grad=True)
+    loss = token_outcome_loss(scores, torch.tensor([1.0]), torch.tensor([[1, 0]]))
+    assert loss.item() == pytest.approx(NLL_SIGMOID_2, abs=1e-6)
+    loss.backward()
+    assert torch.isfinite(scores.grad).all()
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_outcome_losses_reject_non_finite_labels(bad):
+    with pytest.raises(ValueError, match=r"labels must be finite, but labels\[1\] is"):
+        outcome_loss(torch.zeros(2), torch.tensor([1.0, bad]))
+    with pytest.raises(ValueError, match="labels must be finite"):
+        token_outcome_loss(torch.zeros(2, 3), torch.tensor([bad, 1.0]), torch.ones(2, 3))
+
+
 @pytest.mark.parametrize(
     "logits, labels, message",
     [

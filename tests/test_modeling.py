@@ -130,7 +130,7 @@ def test_qlora_trains_head_in_fp32_saves_reloads_and_merges(tmp_path, kind):
     """Every trainer on a 4-bit nf4 body + LoRA on CPU: a few steps; the head (for the LM-style PRM, the step tag's
     embedding) changes and stays fp32; the adapter reloaded on a 4-bit base holds exactly the trained weights and
     scores as the trained model; `merge` exports a plain fp32 model that scores as the adapter on an fp32 base."""
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (the `quantization` extra)")
+    import bitsandbytes  # noqa: F401  (the `quantization` extra, always installed by ./dev: missing fails here)
     from trl import ModelConfig
 
     base, load, trainer_cls, config_cls, rows, model_args, peft_config, head, score = _qlora_setup(kind, tmp_path)

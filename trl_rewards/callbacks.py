@@ -20,7 +20,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .evaluation import metrics
 from .evaluation.runner import as_scorer, scores_depend_on_batch
-from .rewards.normalization import NORMALIZERS_FILENAME, RunningZScore
+from .rewards.normalization import NORMALIZERS_FILENAME, RunningZScore, restore_normalizers
 
 logger = logging.getLogger(__name__)
 
@@ -239,8 +239,11 @@ class NormalizerCheckpointCallback(TrainerCallback):
     Saves running normalizers with every checkpoint, as `reward_normalizers.json` in `checkpoint-{global_step}`.
 
     Only the main process writes: with `sync=True` all ranks hold the same statistics; with `sync=False` rank 0's are
-    saved. On resume, call [`~trl_rewards.rewards.normalization.restore_normalizers`] with the checkpoint folder
-    before `trainer.train(...)`. [`for_ensemble`] builds one for a [`RewardEnsemble`] with running normalization.
+    saved. On resume (`trainer.train(resume_from_checkpoint=...)` with checkpoints in `output_dir`) the statistics of
+    the checkpoint the run resumes from, `checkpoint-{global_step}`, are restored when training begins, on every rank,
+    so a resumed run neither starts from empty statistics nor keeps those of the killed run's later steps. (Resuming
+    from a checkpoint outside `output_dir`: call [`~trl_rewards.rewards.normalization.restore_normalizers`] yourself.)
+    [`for_ensemble`] builds one for a [`RewardEnsemble`] with running normalization.
 
     Args:
         normalizers (`dict[str, RunningZScore]`):
@@ -259,6 +262,21 @@ class NormalizerCheckpointCallback(TrainerCallback):
         if ensemble.normalization != "running":
             raise ValueError(f"only normalization='running' has statistics to save, got {ensemble.normalization!r}")
         return cls(ensemble.normalizers)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0:  # the Trainer has loaded a checkpoint's state: resume its statistics too
+            checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            if os.path.isfile(os.path.join(checkpoint_dir, NORMALIZERS_FILENAME)):
+                restore_normalizers(checkpoint_dir, self.normalizers)
+                logger.info("restored reward normalizers from %s", checkpoint_dir)
+            else:
+                logger.warning(
+                    "resuming at step %d without %s in %s: the running reward statistics start empty",
+                    state.global_step,
+                    NORMALIZERS_FILENAME,
+                    checkpoint_dir,
+                )
+        return control
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

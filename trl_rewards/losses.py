@@ -29,6 +29,19 @@ def _check_same_shape(**tensors: torch.Tensor | None) -> None:
         raise ValueError(f"shape mismatch: {shapes}")
 
 
+def _check_finite(**tensors: torch.Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None and not torch.isfinite(t).all():
+            index = int((~torch.isfinite(t)).flatten().nonzero()[0])
+            raise ValueError(f"{name} must be finite, but {name}[{index}] is {t.flatten()[index].item()}")
+
+
+def _check_probability(t: torch.Tensor, name: str) -> None:
+    _check_finite(**{name: t})
+    if ((t < 0) | (t > 1)).any():
+        raise ValueError(f"{name} must lie in [0, 1], got min {t.min().item()} max {t.max().item()}")
+
+
 def bradley_terry_loss(
     chosen_rewards: torch.Tensor,
     rejected_rewards: torch.Tensor,
@@ -39,13 +52,15 @@ def bradley_terry_loss(
     r"""
     Bradley-Terry pairwise loss, optionally with a margin and a soft target.
 
-    With `d = r_c - r_r - m`, the loss is the binary cross-entropy of the pairwise probability `σ(d)` against the
-    target probability `p` that `chosen` is better:
+    With `Δ = r_c - r_r`, a margin `m` and the target probability `p` that `chosen` is better, the loss is
 
-    $$\ell = -\big(p \log \sigma(d) + (1 - p) \log \sigma(-d)\big)$$
+    $$\ell = -\big(p \log \sigma(Δ - m) + (1 - p) \log \sigma(-Δ - m)\big)$$
 
-    `p = 1` (the default) is the standard loss `-log σ(r_c - r_r - m)`. A soft `p` expresses annotator agreement;
-    label smoothing `ε` is the special case `p = 1 - ε`.
+    `p = 1` (the default) is the standard loss `-log σ(r_c - r_r - m)` (Llama 2's margin). A soft `p` expresses
+    annotator agreement; label smoothing `ε` is the special case `p = 1 - ε`. The margin applies in the direction of
+    each side of the preference: the `p` part asks `chosen` to win by `m`, the `1 - p` part asks `rejected` to win by
+    `m`. So `p = 0.5` is symmetric in `Δ` and its optimum is `Δ = 0` whatever `m` (subtracting `m` from `Δ` in both
+    terms would instead move the optimum to `Δ = m + logit(p)`, pushing a 50/50 pair to make `chosen` win by `m`).
 
     Args:
         chosen_rewards (`torch.Tensor` of shape `(batch,)`):
@@ -53,7 +68,7 @@ def bradley_terry_loss(
         rejected_rewards (`torch.Tensor` of shape `(batch,)`):
             Scalar rewards of the rejected completions.
         margin (`torch.Tensor` of shape `(batch,)`, *optional*):
-            Margin `m` by which `chosen` should beat `rejected` (Llama 2 reward model).
+            Finite margin `m` by which the preferred side should win (Llama 2 reward model).
         target (`torch.Tensor` of shape `(batch,)`, *optional*):
             Probability in `[0, 1]` that `chosen` is better. Defaults to 1.
         reduction (`str`, *optional*, defaults to `"mean"`):
@@ -63,16 +78,15 @@ def bradley_terry_loss(
         `torch.Tensor`: scalar loss, or shape `(batch,)` with `reduction="none"`.
     """
     _check_same_shape(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards, margin=margin, target=target)
-    logits = chosen_rewards - rejected_rewards
-    if margin is not None:
-        logits = logits - margin
+    _check_finite(margin=margin, target=target)
+    delta = chosen_rewards - rejected_rewards
+    margin = torch.zeros_like(delta) if margin is None else margin.to(delta.dtype)
     if target is None:
-        loss = -F.logsigmoid(logits)
+        loss = -F.logsigmoid(delta - margin)
     else:
-        if ((target < 0) | (target > 1)).any():
-            raise ValueError(f"target must lie in [0, 1], got min {target.min().item()} max {target.max().item()}")
-        target = target.to(logits.dtype)
-        loss = -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits))
+        _check_probability(target, "target")
+        target = target.to(delta.dtype)
+        loss = -(target * F.logsigmoid(delta - margin) + (1 - target) * F.logsigmoid(-delta - margin))
     return _reduce(loss, reduction)
 
 
@@ -150,11 +164,13 @@ def process_step_loss(
         raise ValueError(f"labels must be 0, 1 or ignore_index={ignore_index}, got {labels[mask].unique().tolist()}")
     if reduction == "mean" and not mask.any():
         raise ValueError("no labelled position (every label is ignore_index): the mean loss is undefined")
-    d = (step_logits[..., 1] - step_logits[..., 0]).float()
-    y = labels.clamp(min=0).to(d.dtype)
-    loss = -(y * F.logsigmoid(d) + (1 - y) * F.logsigmoid(-d)) * mask
-    if reduction == "mean":
-        return loss.sum() / mask.sum()
+    # Selection, not multiplication by the mask: an inf logit at an ignored position would give 0 * inf = nan.
+    selected = step_logits[mask]
+    d = (selected[:, 1] - selected[:, 0]).float()
+    y = labels[mask].to(d.dtype)
+    loss = -(y * F.logsigmoid(d) + (1 - y) * F.logsigmoid(-d))
+    if reduction == "none":
+        return d.new_zeros(mask.shape).masked_scatter(mask, loss)
     return _reduce(loss, reduction)
 
 
@@ -226,8 +242,7 @@ def outcome_loss(scores: torch.Tensor, labels: torch.Tensor, reduction: str = "m
         `torch.Tensor`: scalar loss, or shape `(batch,)` with `reduction="none"`.
     """
     _check_same_shape(scores=scores, labels=labels)
-    if ((labels < 0) | (labels > 1)).any():
-        raise ValueError(f"labels must lie in [0, 1], got min {labels.min().item()} max {labels.max().item()}")
+    _check_probability(labels, "labels")
     y = labels.to(scores.dtype)
     return _reduce(-(y * F.logsigmoid(scores) + (1 - y) * F.logsigmoid(-scores)), reduction)
 
@@ -264,5 +279,7 @@ def token_outcome_loss(
     counts = mask.sum(dim=1)
     if (counts == 0).any():
         raise ValueError(f"row {int((counts == 0).nonzero()[0])} has no supervised token (its mask is all zero)")
-    per_token = outcome_loss(token_scores, labels[:, None].expand_as(token_scores), reduction="none")
-    return _reduce((per_token * mask).sum(dim=1) / counts, reduction)
+    # Unsupervised positions are filled, not multiplied by 0: an inf score there would give 0 * inf = nan.
+    scores = token_scores.masked_fill(~mask, 0.0)
+    per_token = outcome_loss(scores, labels[:, None].expand_as(token_scores), reduction="none").masked_fill(~mask, 0.0)
+    return _reduce(per_token.sum(dim=1) / counts, reduction)

@@ -121,6 +121,20 @@ def upcast_reward_head(model) -> list[str]:
     return names
 
 
+def position_limit(model, tokenizer=None) -> int | None:
+    """
+    The longest sequence the model can read: its config's `max_position_embeddings` (`n_positions` for GPT-2-style
+    configs), or the tokenizer's `model_max_length` when that is smaller and set; `None` when neither says.
+    """
+    config = getattr(model, "config", model)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+    model_max = getattr(tokenizer, "model_max_length", None)
+    limits.append(model_max if isinstance(model_max, int) and model_max < 1_000_000 else None)  # unset: ~1e30
+    limits = [int(limit) for limit in limits if isinstance(limit, int) and limit > 0]
+    return min(limits) if limits else None
+
+
 def is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
@@ -207,6 +221,7 @@ def load_reward_model(
     tokenizer_name_or_path: str | None = None,
     base_model_name_or_path: str | None = None,
     partition_under_zero3: bool = True,
+    require_trained_head: bool = False,
     **from_pretrained_kwargs,
 ):
     """
@@ -222,6 +237,8 @@ def load_reward_model(
             recorded in `adapter_config.json`.
         partition_under_zero3 (`bool`): when DeepSpeed ZeRO-3 is active, `True` (for training) lets it partition the
             weights; `False` (for scoring) loads the whole model on this rank (see `zero3_init_disabled`).
+        require_trained_head (`bool`): for scoring: raise a `ValueError` when the checkpoint holds no weights for the
+            head (a base or causal LM loads with a randomly initialized head, whose scores mean nothing).
         **from_pretrained_kwargs: passed to `from_pretrained` (e.g. `gguf_file`, `dtype`).
 
     Returns:
@@ -245,7 +262,14 @@ def load_reward_model(
         **{k: kwargs[k] for k in ("revision", "trust_remote_code", "gguf_file") if k in kwargs},
     )
     with contextlib.nullcontext() if partition_under_zero3 else zero3_init_disabled():
-        model = HEADS[head].from_pretrained(base_path, **kwargs)
+        model, info = HEADS[head].from_pretrained(base_path, output_loading_info=True, **kwargs)
+        missing = [k for k in info.get("missing_keys", ()) if k.split(".")[0] in HEAD_NAMES]
+        if require_trained_head and missing and adapter_path is None:  # an adapter brings its head along
+            raise ValueError(
+                f"{model_name_or_path!r} holds no trained reward head (missing {sorted(missing)}): it is a base or "
+                f"language model, so its scores would be random. Train it first (trl-rewards train bt|orm) or pass "
+                "a reward model"
+            )
         prepare_tokenizer(tokenizer, model)
         if adapter_path is not None:
             from peft import PeftModel

@@ -1,5 +1,7 @@
 """Preference formats, row-numbered validation, over-long handling and collation."""
 
+import json
+
 import pytest
 import torch
 from datasets import Dataset
@@ -182,3 +184,129 @@ def test_margin_and_label_survive_tokenization_and_collation():
 def test_drop_everything_is_an_error():
     with pytest.raises(ValueError, match="all 3 pairs exceed max_length=3"):
         tokenize_preferences(_ds(_long_rows()), tiny_llama_tokenizer(), max_length=3, too_long="drop")
+
+
+# Streaming datasets, tool calls, template kwargs and legacy columns (what trl.RewardTrainer accepts)
+
+
+def test_stream_tokenizes_like_a_dataset_and_reports_what_was_read():
+    """The same rows as a stream give the same features; the report counts the pairs read so far (2 of 3 too long,
+    as in `test_too_long_truncate_reports_count`)."""
+    tok = tiny_llama_tokenizer()
+    rows = [{**row, "margin": 0.5, "label": 0.9} for row in _long_rows()]
+    expected, _ = tokenize_preferences(_ds(rows), tok, max_length=10)
+    stream, report = tokenize_preferences(_ds(rows).to_iterable_dataset(), tok, max_length=10)
+    assert report.n_rows == 0 and "no pairs read yet" in report.message("s")
+    assert list(stream) == expected.to_list()
+    assert (report.n_rows, report.n_too_long, report.n_truncated, report.longest) == (3, 2, 2, 52)
+    assert "2 of 3 pairs" in report.message("s") and "read so far" in report.message("s")
+    assert len(list(stream)) == 3 and report.n_rows == 3  # a second pass counts again from zero
+
+
+def test_stream_drop_and_error_policies_apply_per_row():
+    tok = tiny_llama_tokenizer()
+    stream, report = tokenize_preferences(_ds(_long_rows()).to_iterable_dataset(), tok, max_length=10, too_long="drop")
+    assert [row["length"] for row in stream] == [7]
+    assert (report.n_too_long, report.n_dropped, report.n_kept) == (2, 2, 1)
+    stream, _ = tokenize_preferences(_ds(_long_rows()).to_iterable_dataset(), tok, 10, "error", name="train")
+    with pytest.raises(ValueError, match=r"train: row 1 has 52 tokens, more than max_length=10"):
+        list(stream)
+
+
+def test_stream_rows_are_validated_when_read():
+    rows = [{"chosen": "a", "rejected": "b", "label": 1.0}, {"chosen": "c", "rejected": "d", "label": 1.5}]
+    stream, _ = tokenize_preferences(_ds(rows).to_iterable_dataset(), tiny_llama_tokenizer(), 64, name="eval")
+    with pytest.raises(ValueError, match=r'eval: row 1: "label" must lie in \[0.0, 1.0\], got 1.5'):
+        list(stream)
+    with pytest.raises(ValueError, match="train is empty"):
+        tokenize_preferences(_ds(rows).to_iterable_dataset().take(0), tiny_llama_tokenizer(), 64, name="train")
+
+
+def _tool_row(**extra):
+    call = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+    return {
+        "chosen": [{"role": "assistant", "content": None, "tool_calls": [call]}, {"role": "tool", "content": "1"}],
+        "rejected": [{"role": "assistant", "content": "no", "tool_calls": None}, {"role": "tool", "content": "2"}],
+        **extra,
+    }
+
+
+def test_tool_call_messages_without_content_are_valid():
+    assert validate_preference_rows(_ds([_tool_row()])) == "conversational"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"tools": "[{not json"}, r'row 0: "tools" is not valid JSON'),
+        ({"tools": json.dumps({"name": "f"})}, r'row 0: "tools" must be a list of tool schemas'),
+        ({"chat_template_kwargs": json.dumps({"a": 1})}, r'row 0: "chat_template_kwargs" must be a dict, got str'),
+        ({"chat_template_kwargs": {"tokenize": True}}, r"row 0: \"chat_template_kwargs\" may not set \['tokenize'\]"),
+    ],
+)
+def test_bad_tools_and_template_kwargs_name_row_and_field(extra, message):
+    with pytest.raises(ValueError, match=message):
+        validate_preference_rows(_ds([_tool_row(**extra)]))
+
+
+def test_tools_and_template_kwargs_are_passed_to_the_template():
+    """The template sees `tools` (from JSON text) and `chat_template_kwargs` exactly as apply_chat_template would."""
+    tok = tiny_llama_tokenizer()
+    tok.chat_template = (
+        "{{ tools[0]['name'] }}:{{ flag }}|{% for m in messages %}{{ m['content'] or 'call' }};{% endfor %}"
+    )
+    row = _tool_row(tools=json.dumps([{"name": "f"}]), chat_template_kwargs={"flag": "on"})
+    out, _ = tokenize_preferences(_ds([row]), tok, max_length=None)
+    assert tok.decode(out[0]["chosen_ids"]) == "f:on|call;1;"
+    assert tok.decode(out[0]["rejected_ids"]) == "f:on|no;2;"
+
+
+def test_legacy_id_columns_renamed_with_one_future_warning():
+    rows = [{"chosen_input_ids": [1, 5, 2], "rejected_input_ids": [1, 6, 2]}]
+    assert validate_preference_rows(_ds(rows)) == "pretokenized"  # what `trl-rewards train` checks up front
+    with pytest.warns(FutureWarning, match="chosen_input_ids") as record:
+        out, _ = tokenize_preferences(_ds(rows), tiny_llama_tokenizer(), max_length=None)
+    assert len(record) == 1
+    assert (out[0]["chosen_ids"], out[0]["rejected_ids"]) == ([1, 5, 2], [1, 6, 2])
+
+
+def test_unknown_chat_role_is_named():
+    """A chat template renders an unknown role ("robot") verbatim or drops it: the model would train on other text
+    than the user meant."""
+    rows = Dataset.from_list(
+        [
+            {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}],
+             "rejected": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "b"}]},
+        ]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r'row 0: "rejected"\[1\]\["role"\] is \'robot\''):
+        validate_preference_rows(rows)
+
+
+def test_out_of_vocabulary_token_ids_are_named_before_the_forward():
+    """Pre-tokenized ids past the vocabulary used to fail inside the embedding lookup with a bare IndexError."""
+    tokenizer = tiny_llama_tokenizer()
+    rows = Dataset.from_list(
+        [
+            {"chosen_ids": [1, 5, 6], "rejected_ids": [1, 5, 7]},
+            {"chosen_ids": [1, 9], "rejected_ids": [1, len(tokenizer)]},
+        ]
+    )
+    with pytest.raises(ValueError, match=rf'row 1: "rejected_ids" holds token id {len(tokenizer)}, outside'):
+        tokenize_preferences(rows, tokenizer, max_length=None)
+
+
+def test_a_cut_that_makes_both_sides_identical_drops_the_pair():
+    """Two answers that differ only at their start: truncation keeps the end of each (where a decoder reads the
+    reward), so both become `<s> ...same tail </s>`; such a pair carries no preference and is dropped, counted."""
+    tokenizer = tiny_llama_tokenizer()
+    tail = " and the rest of the answer is the same"
+    rows = Dataset.from_list(
+        [
+            {"prompt": "Q: ", "chosen": "yes" + tail, "rejected": "no" + tail},
+            {"prompt": "Q: ", "chosen": "a", "rejected": "b"},
+        ]
+    )
+    tokenized, report = tokenize_preferences(rows, tokenizer, max_length=20)
+    assert len(tokenized) == 1 and (report.n_too_long, report.n_dropped) == (1, 1)
+    assert "made identical is dropped" in report.message()

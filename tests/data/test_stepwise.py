@@ -1,11 +1,14 @@
 """Stepwise (PRM) data: validation messages, the PRM800K and Math-Shepherd converters on the shared sample files and
-on the real PRM800K parquet. Expected values were read off the files by eye."""
+on the real PRM800K parquet. Every count the converters must reproduce is derived in the test from the files
+themselves with an independent reader (json, re, pyarrow/pandas); the spot checks of texts and labels name the file
+row they come from."""
 
 import json
-import os
+import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset
 
@@ -18,31 +21,58 @@ from trl_rewards.data.stepwise import (
     validate_stepwise_rows,
 )
 
-SHARED_DATA = Path(
-    os.environ.get("TRL_REWARDS_SHARED_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-)
 
-
-def _shared(relative: str) -> Path:
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"{path} is absent: real data lives in ../shared/data (or $TRL_REWARDS_SHARED_DATA)")
+def _shared_file(shared_data: Path, relative: str) -> Path:
+    path = shared_data / relative
+    assert path.is_file(), f"{path} is missing from the shared data folder {shared_data}"
     return path
 
 
 @pytest.fixture
-def prm800k_samples() -> Path:
-    return _shared("math-step-formats/samples_prm800k.jsonl")
+def prm800k_samples(shared_data) -> Path:
+    return _shared_file(shared_data, "math-step-formats/samples_prm800k.jsonl")
 
 
 @pytest.fixture
-def shepherd_samples() -> Path:
-    return _shared("math-step-formats/samples_math-shepherd.jsonl")
+def shepherd_samples(shared_data) -> Path:
+    return _shared_file(shared_data, "math-step-formats/samples_math-shepherd.jsonl")
 
 
 @pytest.fixture
-def critic_parquet() -> Path:
-    return _shared("prm800k/phase1_train.stepwise-critic.parquet")
+def critic_parquet(shared_data) -> Path:
+    return _shared_file(shared_data, "prm800k/phase1_train.stepwise-critic.parquet")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _critic_frame(path: Path, max_problems: int | None = None):
+    """The parquet read with pandas, restricted to the rows of the first `max_problems` distinct problems."""
+    frame = pq.read_table(path).to_pandas()
+    if max_problems is not None:
+        first = frame["instruction"].drop_duplicates().iloc[:max_problems]
+        frame = frame[frame["instruction"].isin(set(first))]
+    return frame.reset_index(drop=True)
+
+
+def _critic_expected(frame) -> dict:
+    """What the converter must report on `frame`, counted with pandas: unrated rows are skipped (human-written or
+    not), every rated row is written."""
+    unrated = frame["rating"].isna()
+    return {
+        "rows_read": len(frame),
+        "rows_written": int((~unrated).sum()),
+        "skipped": {
+            key: n
+            for key, n in (
+                ("human-written steps", int((unrated & frame["is_human_response"]).sum())),
+                ("unrated candidate steps", int((unrated & ~frame["is_human_response"]).sum())),
+            )
+            if n
+        },
+        "rated": frame[~unrated].reset_index(drop=True),
+    }
 
 
 def _good_row(**overrides):
@@ -107,8 +137,16 @@ def test_split_steps_and_first_error_step():
 
 def test_prm800k_raw_samples_follow_the_labelers_path(prm800k_samples):
     dataset, stats = from_prm800k_raw(prm800k_samples, return_stats=True)
-    assert (stats.rows_read, stats.rows_written, stats.skipped) == (6, 6, {})
+    lines = _jsonl(prm800k_samples)
+    rated = [
+        line
+        for line in lines
+        if any(c.get("rating") is not None for step in line["label"]["steps"] for c in step["completions"] or [])
+    ]
+    assert (stats.rows_read, stats.rows_written, stats.skipped) == (len(lines), len(rated), {})
     assert dataset.column_names == ["prompt", "completions", "labels"]
+    assert dataset["prompt"] == [line["question"]["problem"] for line in rated]
+    # The labels below follow each line's labeler path by hand (the comments say how).
     labels = dataset["labels"]
     # Line 0: all five candidates of step 1 rated -1 (the human wrote the fix): the first one ends the row, bad.
     assert dataset[0]["prompt"].startswith("Three pencils and a jumbo eraser cost")
@@ -173,8 +211,22 @@ def test_prm800k_raw_errors_name_the_row():
 @pytest.mark.slow
 def test_critic_first_problems(critic_parquet):
     dataset, stats = from_prm800k_stepwise_critic(critic_parquet, max_problems=20, return_stats=True)
-    assert (stats.rows_read, stats.rows_written) == (951, 893)
-    assert stats.skipped == {"human-written steps": 44, "unrated candidate steps": 14}
+    expected = _critic_expected(_critic_frame(critic_parquet, max_problems=20))
+    assert (stats.rows_read, stats.rows_written, stats.skipped) == (
+        expected["rows_read"],
+        expected["rows_written"],
+        expected["skipped"],
+    )
+    assert expected["skipped"]  # these problems hold both kinds of unrated rows: the test covers both counters
+    rated = expected["rated"]
+    for k in (0, 4, 5, 38, 41):  # each written row rebuilt from its parquet row with pandas
+        row = rated.iloc[k]
+        last = row["next_response"] + (f"\n\n# Answer\n\n{row['answer']}" if isinstance(row["answer"], str) else "")
+        assert dataset[k] == {
+            "prompt": row["instruction"],
+            "completions": [*row["responses"], last],
+            "labels": [True] * len(row["responses"]) + [bool(row["rating"] >= 0)],
+        }
     assert dataset[0] == {
         "prompt": "How many seconds are in 7.8 minutes?",
         "completions": ["7.8 minutes is the same as 7 minutes and 0.8 minutes."],
@@ -189,7 +241,8 @@ def test_critic_first_problems(critic_parquet):
     assert dataset[38]["labels"] == [True] * 9 + [False]
     assert dataset[41]["completions"][-1].endswith("is 12.\n\n# Answer\n\n12") and dataset[41]["labels"][-1]
     positive = from_prm800k_stepwise_critic(critic_parquet, max_problems=20, binarize="positive")
-    assert positive["labels"][4] == [True] * 4 + [False]
+    assert rated["rating"][4] == 0  # neutral: good by default, bad under "positive"
+    assert positive["labels"][4] == [True] * len(rated["responses"][4]) + [False]
     assert positive["labels"][41] == dataset["labels"][41]
 
 
@@ -203,10 +256,17 @@ def test_critic_matches_raw_prm800k_on_the_same_problem(critic_parquet, prm800k_
 @pytest.mark.slow
 def test_critic_whole_file(critic_parquet):
     dataset, stats = from_prm800k_stepwise_critic(critic_parquet, return_stats=True)
-    assert (stats.rows_read, stats.rows_written) == (51835, 48672)
-    assert stats.skipped == {"human-written steps": 2341, "unrated candidate steps": 822}
+    expected = _critic_expected(_critic_frame(critic_parquet))
+    assert (stats.rows_read, stats.rows_written, stats.skipped) == (
+        expected["rows_read"],
+        expected["rows_written"],
+        expected["skipped"],
+    )
+    ratings = expected["rated"]["rating"]
     last = [labels[-1] for labels in dataset["labels"]]
-    assert (sum(last), len(last) - sum(last)) == (18782 + 10234, 19656)  # ratings 1 and 0 good; -1 bad
+    # ratings 1 and 0 good, -1 bad (the default "nonnegative" binarization)
+    assert (sum(last), len(last) - sum(last)) == (int((ratings >= 0).sum()), int((ratings == -1).sum()))
+    assert len(last) == len(ratings) == int(ratings.isin([-1, 0, 1]).sum())
     assert all(all(labels[:-1]) for labels in dataset["labels"])
 
 
@@ -222,7 +282,11 @@ def test_critic_rejects_bad_arguments(critic_parquet):
 
 def test_math_shepherd_samples(shepherd_samples):
     dataset, stats = from_math_shepherd(shepherd_samples, return_stats=True)
-    assert (stats.rows_read, stats.rows_written, stats.skipped) == (7, 7, {})
+    lines = _jsonl(shepherd_samples)
+    assert (stats.rows_read, stats.rows_written, stats.skipped) == (len(lines), len(lines), {})
+    # independent reading: one "ки" tag per step in "input"; "label" has "+"/"-" where each tag was, ending a line
+    assert [len(steps) for steps in dataset["completions"]] == [line["input"].count("ки") for line in lines]
+    assert dataset["labels"] == [[m == "+" for m in re.findall(r" ([+-])(?=\n|$)", line["label"])] for line in lines]
     first = dataset[0]
     assert first["prompt"].startswith("Janet pays $40/hour for 3 hours per week of clarinet lessons")
     assert first["prompt"].endswith("than clarinet lessons in a year?")
@@ -234,7 +298,6 @@ def test_math_shepherd_samples(shepherd_samples):
     assert first["labels"] == [True, True, True, True, False]
     assert dataset["labels"][4] == [True, False, False, False, False]
     assert dataset["labels"][1] == [False, False, False]
-    assert [len(steps) for steps in dataset["completions"]] == [5, 3, 2, 5, 5, 2, 3]
     assert not any("ки" in step for steps in dataset["completions"] for step in steps)
 
 

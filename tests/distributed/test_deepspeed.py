@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import deepspeed  # noqa: F401  (always installed by ./dev: a missing or broken DeepSpeed fails here, never skips)
 import pytest
 
 from trl_rewards.inference.sequence_scoring import RewardScorer
@@ -21,7 +22,6 @@ pytestmark = [pytest.mark.multiprocess]
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "train_worker.py"
 
-deepspeed = pytest.importorskip("deepspeed", reason="deepspeed is not installed (the `deepspeed` extra)")
 
 
 @pytest.fixture(scope="module", params=["bt", "prm"])

@@ -87,7 +87,7 @@ def test_fingerprints_follow_the_weights(tmp_path):
     scorer = RewardScorer(model, tok)
     identity = scorer_identity(scorer, folder)
     assert identity.startswith(str(folder))
-    assert identity.endswith("dtype=torch.float32|max_length=None|normalize=0.0,1.0")
+    assert identity.endswith("dtype=torch.float32|max_length=512|normalize=0.0,1.0")  # default: the position limit
     assert scorer_identity(RewardScorer(model, tok, max_length=64), folder) != identity  # truncation changes scores
     assert state_dict_fingerprint(model) in scorer_identity(scorer)  # no path: the weights in memory
     with pytest.raises(ValueError, match="pass model_id="):

@@ -87,6 +87,13 @@ def test_length_baseline_accuracy(ties, expected):
     assert length_baseline_accuracy([10, 5, 7], [3, 5, 9], ties=ties) == pytest.approx(expected)
 
 
+def test_length_baseline_scores_equal_lengths_as_coin_flips_by_default():
+    """Every pair of equal length: the baseline has no preference, so its expected accuracy is 0.5 (not 0.0, which
+    any model would "beat"). With one longer chosen among 4 pairs: (1 + 3 * 0.5) / 4 = 0.625."""
+    assert length_baseline_accuracy([5, 5, 5], [5, 5, 5]) == 0.5
+    assert length_baseline_accuracy([6, 5, 5, 5], [5, 5, 5, 5]) == pytest.approx(0.625)
+
+
 def test_length_baseline_rejects_negative_lengths():
     with pytest.raises(ValueError, match=r"rejected_lengths\[2\] is -1.0; lengths must be >= 0"):
         length_baseline_accuracy([1, 2, 3], [1, 2, -1])
@@ -168,6 +175,15 @@ def test_perfect_and_tie_calibration():
     """p=[1, 0] with y=[1, 0]: confident and right -> ECE 0. p=0.5 is never correct -> ECE |0 - 0.5| = 0.5."""
     assert expected_calibration_error([1.0, 0.0], [1, 0]) == 0.0
     assert expected_calibration_error([0.5, 0.5], [0, 1]) == 0.5
+
+
+def test_ece_exceeds_one_half_when_confident_and_wrong():
+    """p = [0.99, 0.01] with y = [0, 1]: confidence 0.99 in the last bin (0.95, 1], both wrong (accuracy 0), so
+    ECE = |0 - 0.99| = 0.99: the range is [0, 1], not [0, 0.5]. Pairwise: chosen - rejected = -10 on every pair gives
+    p = σ(-10) = 4.54e-5, confidence 1 - 4.54e-5, never correct, ECE = 0.999955."""
+    assert expected_calibration_error([0.99, 0.01], [0, 1]) == pytest.approx(0.99)
+    assert pairwise_calibration_error([0.0, 1.0], [10.0, 11.0]) == pytest.approx(1 - sigmoid(-10.0))
+    assert pairwise_calibration_error([0.0, 1.0], [10.0, 11.0]) > 0.5
 
 
 def test_pairwise_calibration_error_by_hand():
@@ -308,7 +324,8 @@ def test_bootstrap_ci_validates(args, kwargs, match):
 
 def test_pairwise_report_by_hand():
     """
-    chosen=[1, 2, 3], rejected=[0, 2, 4]: margins [1, 0, -1], lengths as in the length-baseline test.
+    chosen=[1, 2, 3], rejected=[0, 2, 4]: margins [1, 0, -1], lengths as in the length-baseline test (one win, one
+    tie counted 0.5 by default, one loss: length baseline 0.5, length tie rate 1/3).
     accuracy 1/3, tie rate 1/3, mean margin 0, win probability (s(1) + 0.5 + s(-1)) / 3 = 0.5,
     one-bin ECE |1/3 - (s(1) + 0.5 + s(1)) / 3| = 0.3207, Brier ((1 - s(1))^2 + 0.25 + (1 - s(-1))^2) / 3 = 0.2856.
     """
@@ -321,10 +338,16 @@ def test_pairwise_report_by_hand():
         "win_probability": pytest.approx(0.5),
         "ece": pytest.approx(abs(1 / 3 - (2 * sigmoid(1.0) + 0.5) / 3)),
         "brier": pytest.approx(((1 - sigmoid(1.0)) ** 2 + 0.25 + (1 - sigmoid(-1.0)) ** 2) / 3),
-        "length_baseline_accuracy": pytest.approx(1 / 3),
+        "length_baseline_accuracy": pytest.approx(0.5),
+        "length_tie_rate": pytest.approx(1 / 3),
     }
     assert report["ece"] == pytest.approx(0.3207, abs=1e-4)
     assert report["brier"] == pytest.approx(0.2856, abs=1e-4)
+    lengths = {"chosen_lengths": [10, 5, 7], "rejected_lengths": [3, 5, 9]}
+    strict = pairwise_report([1, 2, 3], [0, 2, 4], **lengths, ties="half", length_ties="loss")
+    assert strict["length_baseline_accuracy"] == pytest.approx(1 / 3) and strict["accuracy"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="length_ties must be one of"):
+        pairwise_report([1.0], [0.0], chosen_lengths=[1], rejected_lengths=[1], length_ties="coin")
 
 
 @pytest.mark.parametrize("ties", TIE_POLICIES)

@@ -2,12 +2,11 @@
 
 import sys
 
+import matplotlib  # noqa: F401  (the `test`/`plots` extras, always installed by ./dev: a missing one fails here)
 import pytest
 
-pytest.importorskip("matplotlib")
-
-from trl_rewards.evaluation import plots  # noqa: E402
-from trl_rewards.evaluation.metrics import calibration_curve, pairwise_probabilities  # noqa: E402
+from trl_rewards.evaluation import plots
+from trl_rewards.evaluation.metrics import calibration_curve, pairwise_probabilities
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHOSEN = [1.2, 0.3, 2.5, -0.1, 0.8, 1.9, 0.0, 1.1]

@@ -44,8 +44,8 @@ def test_per_subset_and_final_scores_by_hand():
     """
     ties="loss": s1 = 1 win / 2 = 0.5; s2 = 2 wins / 3 = 2/3; overall 3/5 = 0.6.
     No categories: each subset is a category, final = (0.5 + 2/3) / 2 = 7/12.
-    Length baseline (characters; LookupScorer has no tokenizer): s1: 4>3, 4>3 -> 1.0; s2: 4>2 win, 2<4 loss,
-    5=5 tie -> 1/3; overall 3/5 with length tie rate 1/5.
+    Length baseline (characters; LookupScorer has no tokenizer; equal lengths are coin flips): s1: 4>3, 4>3 -> 1.0;
+    s2: 4>2 win, 2<4 loss, 5=5 tie (0.5) -> 1.5/3 = 0.5; overall 3.5/5 = 0.7 with length tie rate 1/5.
     """
     results = evaluate_preferences(LookupScorer(TABLE), ROWS, subset_column="subset")
     assert results["subsets"]["s1"]["accuracy"] == pytest.approx(0.5)
@@ -54,8 +54,8 @@ def test_per_subset_and_final_scores_by_hand():
     assert results["overall"]["tie_rate"] == pytest.approx(0.2)
     assert results["final_score"] == pytest.approx(7 / 12)
     assert results["subsets"]["s1"]["length_baseline_accuracy"] == pytest.approx(1.0)
-    assert results["subsets"]["s2"]["length_baseline_accuracy"] == pytest.approx(1 / 3)
-    assert results["overall"]["length_baseline_accuracy"] == pytest.approx(0.6)
+    assert results["subsets"]["s2"]["length_baseline_accuracy"] == pytest.approx(0.5)
+    assert results["overall"]["length_baseline_accuracy"] == pytest.approx(0.7)
     assert results["overall"]["length_tie_rate"] == pytest.approx(0.2)
     assert results["config"]["length_unit"] == "characters"
     assert results["scores"]["chosen"] == [2.0, 1.0, 3.0, 0.0, 5.0]
@@ -235,3 +235,81 @@ def test_batch_normalizing_ensemble_scores_both_sides_in_one_call():
     assert results["overall"]["accuracy"] == pytest.approx(0.6) and results["overall"]["tie_rate"] == 0.2
     with pytest.raises(ValueError, match="z-scores groups of consecutive completions"):
         as_scorer(RewardEnsemble([length], normalization="group", num_generations=2))
+
+
+def test_labels_set_the_outcome_of_each_pair():
+    """
+    Labels [0, 1, 0, 0.5] on (good 2, bad 1), (yes! 3, no 0), (ok 0, nope 1), (great 5, awful -1): pair 0 is wrong
+    (the label says rejected wins), pairs 1 and 2 right, pair 3 a tie (label 0.5). ties="loss": 2/4; "half": 2.5/4;
+    "exclude": 2/3. Ignoring the labels gives 3/4.
+    ECE, q = sigmoid(chosen - rejected): pairs 0, 2 have confidence sigmoid(1) = 0.731059 (bin (0.70, 0.75]) and
+    correctness 0 (q > 0.5, p = 0) and 1 (q < 0.5, 1 - p = 1); pairs 1, 3 confidences sigmoid(3) = 0.952574 and
+    sigmoid(6) = 0.997527 (bin (0.95, 1]), correctness 1 and 0.5.
+    ECE = (|1 - 2 * 0.731059| + |1.5 - 0.952574 - 0.997527|) / 4 = (0.462117 + 0.450101) / 4 = 0.228055.
+    Length baseline (characters), by label: bad(3) < good(4) loss; yes!(4) > no(2) win; nope(4) > ok(2) win; the
+    label-0.5 pair is a coin flip: 2.5/4.
+    """
+    rows = [{**row, "label": label} for row, label in zip([ROWS[0], *ROWS[2:]], [0.0, 1.0, 0.0, 0.5], strict=True)]
+    results = evaluate_preferences(LookupScorer(TABLE), rows)
+    overall = results["overall"]
+    assert overall["accuracy"] == pytest.approx(0.5)
+    assert overall["ece"] == pytest.approx(0.228055, abs=1e-6)
+    q = [1 / (1 + math.exp(-d)) for d in (1, 3, -1, 6)]
+    expected_brier = sum((qi - p) ** 2 for qi, p in zip(q, [0.0, 1.0, 0.0, 0.5], strict=True)) / 4
+    assert overall["brier"] == pytest.approx(expected_brier)
+    assert overall["length_baseline_accuracy"] == pytest.approx(0.625)
+    assert sum(overall["calibration_curve"]["count"]) == 4
+    assert evaluate_preferences(LookupScorer(TABLE), rows, ties="half")["final_score"] == pytest.approx(0.625)
+    assert evaluate_preferences(LookupScorer(TABLE), rows, ties="exclude")["final_score"] == pytest.approx(2 / 3)
+
+
+def test_labels_of_one_change_nothing():
+    """Every label 1 is the unlabelled case: the same report, bootstrap intervals included."""
+    plain = evaluate_preferences(LookupScorer(TABLE), ROWS, subset_column="subset", bootstrap=30)
+    ones = evaluate_preferences(
+        LookupScorer(TABLE), [{**row, "label": 1.0} for row in ROWS], subset_column="subset", bootstrap=30
+    )
+    for key in ("overall", "subsets", "final_score"):
+        assert dict(_leaves(ones[key])) == pytest.approx(dict(_leaves(plain[key]))), key
+
+
+def _leaves(value, path=""):
+    """(path, number) for every number in nested dicts and lists."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{path}/{i}")
+    else:
+        yield path, value
+
+
+def test_subset_whose_lengths_all_tie_has_a_coin_flip_baseline_under_exclude(tmp_path):
+    """Subset "same": good/nope and yes!/fine are 4 characters each. The baseline counts equal lengths as coin flips
+    whatever the model's tie policy, so that subset gets 0.5 with length tie rate 1 (it used to abort the whole
+    report under ties="exclude"), and the other subset's baseline is 1.0 (5 > 2); overall (0.5 + 0.5 + 1) / 3."""
+    rows = [
+        {"prompt": "Q1 ", "chosen": "good", "rejected": "nope", "subset": "same"},
+        {"prompt": "Q2 ", "chosen": "yes!", "rejected": "fine", "subset": "same"},
+        {"prompt": "Q3 ", "chosen": "great", "rejected": "no", "subset": "other"},
+    ]
+    results = evaluate_preferences(LookupScorer(TABLE), rows, subset_column="subset", ties="exclude")
+    assert results["subsets"]["same"]["length_baseline_accuracy"] == 0.5
+    assert results["subsets"]["same"]["length_tie_rate"] == 1.0
+    assert results["subsets"]["other"]["length_baseline_accuracy"] == 1.0
+    assert results["overall"]["length_baseline_accuracy"] == pytest.approx(2 / 3)
+    assert results["final_score"] == 1.0
+    write_report(results, tmp_path)
+    assert "| same | 2 |" in (tmp_path / "report.md").read_text()
+
+
+def test_report_writes_strict_json_for_undefined_metrics(tmp_path):
+    """An undefined metric (NaN: e.g. accuracy under ties="exclude" of a subset that is all ties) is written as
+    `null`, not as the bare `NaN` that strict JSON readers reject, and shown as "–" in the Markdown."""
+    results = evaluate_preferences(LookupScorer(TABLE), ROWS, subset_column="subset")
+    results["subsets"]["s1"]["accuracy"] = float("nan")
+    paths = write_report(results, tmp_path)
+    text = open(paths["results"]).read()
+    assert "NaN" not in text and json.loads(text)["subsets"]["s1"]["accuracy"] is None
+    assert "| s1 | 2 | – |" in open(paths["report"]).read()

@@ -5,7 +5,7 @@ import torch
 
 from trl_rewards.data.preference import encode_pair_texts
 from trl_rewards.inference.sequence_scoring import RewardScorer
-from trl_rewards.testing import tiny_bert_reward_model, tiny_llama_reward_model
+from trl_rewards.testing import save_tiny, tiny_bert_reward_model, tiny_llama_reward_model
 
 PROMPTS = ["Q: 2+2? ", "Tell me a story. ", "", "Why? "] * 2
 COMPLETIONS = ["4", "Once upon a time there was a reward model.", "hm", "Because it is long enough " * 3] * 2
@@ -70,3 +70,44 @@ def test_score_pairs_and_errors():
         RewardScorer(model, tok, padding_side="center")
     with pytest.raises(ValueError, match="normalize=True needs `reward_mean`"):
         RewardScorer(model, tok, normalize=True)
+
+
+def test_model_is_moved_to_the_device_asked_for(tmp_path):
+    """`device=` moves the model, also through `from_pretrained` (it used to be recorded only: inputs on the device,
+    weights left where they loaded). The meta device stands in for an accelerator on a CPU-only machine."""
+    model, tok = tiny_llama_reward_model()
+    scorer = RewardScorer(model, tok, device="meta")
+    assert scorer.device == torch.device("meta") and next(scorer.model.parameters()).device.type == "meta"
+    path = save_tiny(*tiny_bert_reward_model(), tmp_path / "rm")
+    loaded = RewardScorer.from_pretrained(path, device="meta")
+    assert next(loaded.model.parameters()).device.type == "meta"
+
+
+def test_max_length_defaults_to_the_position_limit(caplog):
+    """BERT with 16 positions: `[CLS]` + "q" + 30 characters + `[SEP]` = 33 tokens used to crash the position
+    embeddings ("The expanded size of the tensor (33) must match ... (16)"). By default max_length = 16: the
+    sequence keeps `[CLS]` and its last 15 tokens, scores like that sequence scored directly, and the call logs one
+    warning with the count."""
+    model, tok = tiny_bert_reward_model(max_position_embeddings=16)
+    model.eval()
+    scorer = RewardScorer(model, tok)
+    assert scorer.max_length == 16
+    with caplog.at_level("WARNING", logger="trl_rewards.inference.sequence_scoring"):
+        scores = scorer.score(["q", "q"], ["x" * 30, "short"])
+    assert scorer.n_truncated == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 of 2 sequences were longer than max_length=16 and were cut (leading special tokens and the end kept)"
+    ]
+    ids = [tok.cls_token_id, *tok.convert_tokens_to_ids(["x"] * 14), tok.sep_token_id]
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+    assert scores[0] == pytest.approx(expected, abs=1e-5)
+    assert RewardScorer(*tiny_llama_reward_model(max_position_embeddings=64)).max_length == 64
+    tok.model_max_length = 12  # a tokenizer limit below the config's wins
+    assert RewardScorer(model, tok).max_length == 12
+
+
+def test_none_completion_is_named_by_index():
+    model, tok = tiny_bert_reward_model()
+    with pytest.raises(ValueError, match=r"completions\[1\] is None \(1 missing\)"):
+        RewardScorer(model, tok).score(["q", "r"], ["a", None])

@@ -142,8 +142,93 @@ def test_max_length_cuts_left_context_and_rejects_unfit_solutions():
     assert len(encoded.input_ids) == 12 and scorer.n_truncated == 1
     assert tok.convert_ids_to_tokens(encoded.input_ids) == ["<s>", *" here1+1=2", "\n"]
     assert encoded.label_positions == [11]
-    # <s> q 1 \n + 14 + \n = 19 tokens; step 1's label (index 3) must stay, so at most 2 tokens can go: 17 > 12
-    with pytest.raises(ValueError, match="solution 0: keeping every step's label token needs at least 17 tokens"):
+    # <s> q 1 \n + 14 + \n = 19 tokens; every step must stay whole, so only the prompt "q" can go: 18 > 12
+    with pytest.raises(ValueError, match=r"solution 0: scoring every step needs at least 18 tokens .* max_length=12"):
         scorer.step_probabilities(["q"], [["1", "23456789012345"]])
+    # <s> + "p" + "abcdef\n" + "ghij\n" = 14 tokens: fitting 12 would drop step 1 (training may, scoring may not)
+    with pytest.raises(ValueError, match="scoring every step needs at least 13 tokens"):
+        scorer.step_probabilities(["p"], [["abcdef", "ghij"]])
     with pytest.raises(ValueError, match="at least one non-empty step"):
         scorer.step_probabilities(["q"], [["ok", "  "]])
+
+
+def _lm_prm(seed=0, **overrides):
+    tok = tiny_llama_tokenizer()
+    tok.add_tokens([AddedToken("<|prm_label|>", special=True, normalized=False)])
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_llama_config(tok, **overrides)).eval(), tok
+
+
+def _full_forward_probabilities(model, scorer, prompts, solutions):
+    """Today's reference: the whole (1, seq, vocab) logits of each solution alone, σ(z_+ - z_-) at its step tags."""
+    out = []
+    for prompt, solution in zip(prompts, solutions, strict=True):
+        row = scorer.encode(prompt, solution)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([row.input_ids])).logits[0].double()
+        z = logits[row.label_positions]
+        out.append(torch.sigmoid(z[:, scorer.good_token_id] - z[:, scorer.bad_token_id]))
+    return out
+
+
+def _assert_close_to_reference(model, scorer):
+    expected = _full_forward_probabilities(model, scorer, PROMPTS, SOLUTIONS)
+    for got, want in zip(scorer.step_probabilities(PROMPTS, SOLUTIONS), expected, strict=True):
+        torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), want, atol=1e-6, rtol=0)
+
+
+def test_lm_prm_applies_only_two_head_rows_at_step_tags():
+    """The LM head module is never run (so no (batch, seq, vocab) logits exist): the scorer multiplies the body's
+    hidden states at the step tags by the good/bad rows of the head's weight (plus its bias, here a random one), and
+    gets today's probabilities to 1e-6."""
+    model, tok = _lm_prm()
+    model.lm_head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    torch.nn.init.normal_(model.lm_head.bias, std=1.0)
+    scorer = ProcessRewardScorer(model, tok, batch_size=2)
+    expected = _full_forward_probabilities(model, scorer, PROMPTS, SOLUTIONS)
+
+    def refuse(module, args):
+        raise AssertionError(f"the full LM head ran on an input of shape {tuple(args[0].shape)}")
+
+    handle = model.lm_head.register_forward_pre_hook(refuse)
+    try:
+        got = scorer.step_probabilities(PROMPTS, SOLUTIONS)
+    finally:
+        handle.remove()
+    for g, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(torch.tensor(g, dtype=torch.float64), want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["q_proj", "lm_head"]], ids=["body", "body+head"])
+def test_lm_prm_with_peft_adapter_matches_its_full_forward(targets):
+    """A LoRA adapter on the body is applied (the body is the adapted one); an adapted LM head is not a plain linear
+    layer, so the scorer falls back to the model's own forward. Both equal the full forward to 1e-6."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = _lm_prm()
+    adapted = get_peft_model(model, LoraConfig(r=4, target_modules=targets, init_lora_weights=False)).eval()
+    _assert_close_to_reference(adapted, ProcessRewardScorer(adapted, tok, step_tag="<|prm_label|>", batch_size=3))
+
+
+def test_model_is_moved_to_the_device_asked_for():
+    """`device=` moves the model (it used to be recorded only, so inputs and weights ended on different devices).
+    The meta device stands in for an accelerator on a CPU-only machine."""
+    model, tok = tiny_llama_token_classifier()
+    scorer = ProcessRewardScorer(model, tok, device="meta")
+    assert scorer.device == torch.device("meta") and next(scorer.model.parameters()).device.type == "meta"
+
+
+def test_max_length_defaults_to_the_position_limit(caplog):
+    """BERT with 24 positions: `[CLS]` + prompt (30) + "ok" + `[SEP]` + `[SEP]` = 35 tokens used to crash the
+    position embeddings. By default max_length = 24, so 11 prompt tokens go; one warning for the call, with the
+    count (1 of 2 solutions)."""
+    model, tok = tiny_bert_token_classifier(max_position_embeddings=24)
+    scorer = ProcessRewardScorer(model, tok, step_separator="[SEP]")
+    assert scorer.max_length == 24
+    with caplog.at_level("WARNING", logger="trl_rewards.inference.sequence_scoring"):
+        probs = scorer.step_probabilities(["x" * 30, "q"], [["ok"], ["ok"]])
+    assert len(probs[0]) == 1 and scorer.n_truncated == 1
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["1 of 2 solutions were longer than max_length=24 and were cut (prompt tokens cut)"]
+    with pytest.raises(ValueError, match="max_length must be an integer >= 1"):
+        ProcessRewardScorer(model, tok, step_separator="[SEP]", max_length=0)

@@ -417,3 +417,56 @@ def test_running_zscore_syncs_across_two_gloo_processes(tmp_path):
         own = np.concatenate([np.array(b) for b in RANK_BATCHES[rank]])
         assert results[rank]["local"]["count"] == np.count_nonzero(~np.isnan(own))
         assert results[rank]["local"]["mean"] == pytest.approx(np.nanmean(own), rel=1e-12)
+
+
+def test_running_std_floor_bounds_a_lone_success():
+    """1,000 zero rewards, frozen: std 0. The old scale `0 + eps` turned the first success into z = 1 / 1e-6 = 1e6;
+    with the floor, z = (1 - 0) / (max(0, 0.01) + 1e-6) ≈ 99.99. Unfrozen, one success among 1,001 samples:
+    mean = 1/1001, std = sqrt(p(1-p)) with p = 1/1001 ≈ 0.0316 > floor, so z = (1 - p) / (0.0316 + 1e-6) ≈ 31.6."""
+    frozen = RunningZScore()
+    frozen.update([0.0] * 1000)
+    frozen.freeze()
+    assert frozen.normalize([1.0]).item() == pytest.approx(1 / (0.01 + 1e-6), rel=1e-6)
+    live = RunningZScore()
+    live.update([0.0] * 1000)
+    p = 1 / 1001
+    assert live.normalize([1.0]).item() == pytest.approx((1 - p) / (math.sqrt(p * (1 - p)) + 1e-6), rel=1e-6)
+    assert RunningZScore(min_std=0.0).scale == 1.0  # fewer than 2 samples: no scale yet
+    with pytest.raises(ValueError, match="min_std must be >= 0"):
+        RunningZScore(min_std=-1.0)
+
+
+def test_running_infinite_reward_does_not_poison_the_statistics():
+    """One `inf` used to make the mean inf and every later output NaN. It is now left out and normalized to NaN,
+    with one warning; the next batch normalizes as if the inf had never been seen."""
+    normalizer, reference = RunningZScore(), RunningZScore()
+    with pytest.warns(UserWarning, match="infinite reward"):
+        out = normalizer.normalize([1.0, math.inf, 3.0])
+    assert math.isnan(out[1].item()) and math.isfinite(out[0].item())
+    reference.normalize([1.0, None, 3.0])
+    torch.testing.assert_close(normalizer.normalize([2.0, 5.0]), reference.normalize([2.0, 5.0]))
+    assert normalizer.count == 4
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [("1.0", "rewards must be a tensor or a sequence"), ([1.0, "2"], "reward 1 is '2'"), ([True], "reward 0 is True")],
+)
+def test_running_rejects_non_numeric_rewards(values, message):
+    with pytest.raises(TypeError, match=message):
+        RunningZScore().normalize(values)
+
+
+def test_callback_restores_the_resumed_checkpoint_on_train_begin(tmp_path):
+    """Resuming used to need a hand-written `restore_normalizers` call (forgotten: the statistics silently restart
+    from empty). The callback now restores `checkpoint-{global_step}` when the Trainer begins at a loaded step, and
+    leaves a fresh run (step 0) alone."""
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    (tmp_path / "checkpoint-5").mkdir()
+    saved = _two_normalizers()
+    NormalizerCheckpointCallback(saved).on_save(args, TrainerState(global_step=5), TrainerControl())
+    fresh = {"reward_model": RunningZScore(), "length": RunningZScore()}
+    NormalizerCheckpointCallback(fresh).on_train_begin(args, TrainerState(global_step=0), TrainerControl())
+    assert fresh["reward_model"].count == 0
+    NormalizerCheckpointCallback(fresh).on_train_begin(args, TrainerState(global_step=5), TrainerControl())
+    assert {k: n.state_dict() for k, n in fresh.items()} == {k: n.state_dict() for k, n in saved.items()}

@@ -2,20 +2,26 @@
 exactly the reward function's rewards of the decoded (prompt, completion), and real PPO steps run with a
 RewardEnsemble of two reward models with different tokenizers plus an answer check, its metrics in the logs.
 
-Runs only in the trl 1.12 environment (`./dev test-ppo`); the main environment (newest TRL) skips it."""
+Runs only in the trl 1.12 environment (`./dev test-ppo`). The main environment (trl >= 1.13, which has no
+PPOTrainer) skips it, for that reason only: on trl < 1.13 the PPO imports below are plain and fail if broken."""
 
 import os
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import pytest  # noqa: E402
+import trl  # noqa: E402
+from packaging.version import Version  # noqa: E402
 
-ppo = pytest.importorskip(
-    "trl.experimental.ppo",
-    reason="PPOTrainer exists only in trl<=1.12 (trl.experimental.ppo); `./dev test-ppo` runs this in .venv-ppo",
-)
+if Version(trl.__version__) >= Version("1.13"):
+    pytest.skip(
+        f"PPOTrainer left TRL after 1.12 (this environment has trl {trl.__version__}); "
+        "`./dev test-ppo` runs this file in .venv-ppo with trl 1.12",
+        allow_module_level=True,
+    )
 
 import torch  # noqa: E402
+import trl.experimental.ppo as ppo  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
 from trl.experimental.utils import get_reward  # noqa: E402

@@ -159,4 +159,6 @@ def test_scorer_options_reach_the_scorer(tiny_dir):
         load_scorer(tiny_dir, ScorerArguments(normalize=True))
     with pytest.raises(ValueError, match="dtype must be one of"):
         ScorerArguments(dtype="int8")
-    assert load_scorer(tiny_dir, ScorerArguments()).max_length is None  # tokenizer sets no model_max_length
+    # the tokenizer sets no model_max_length: the default is the model's position limit, so long rows cannot crash
+    limit = load_scorer(tiny_dir, ScorerArguments()).model.config.max_position_embeddings
+    assert load_scorer(tiny_dir, ScorerArguments()).max_length == limit

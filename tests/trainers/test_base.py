@@ -110,3 +110,29 @@ def test_metrics_cover_the_whole_eval_set(tmp_path, kind):
     assert len(keys) >= 3
     for key in keys:
         assert results[0][key] == pytest.approx(results[1][key], abs=1e-5), key
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_max_length_is_clamped_to_the_model_positions(tmp_path, kind, caplog):
+    """The configs default to max_length=1024; the tiny models read 512 positions. A row longer than 512 tokens used
+    to crash the first batch holding it ("The expanded size of the tensor ... must match ... 512"); the trainer now
+    lowers max_length to 512 (one warning) and the long row is truncated like any other over-long row."""
+    trainer_cls, config_cls, build, rows = KINDS[kind]
+    model, tokenizer = build()
+    data = rows(4)
+    if kind == "bt":
+        data[0]["chosen"] = "x" * 700
+    elif kind == "orm":
+        data[0]["completion"] = "x" * 700
+    else:
+        data[0]["completions"] = ["x" * 300, "y" * 400]
+        data[0]["labels"] = [True, False]
+    args = tiny_training_args(config_cls, tmp_path, max_steps=1)
+    assert args.max_length == 1024
+    with caplog.at_level("WARNING"):
+        trainer = trainer_cls(
+            model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tokenizer
+        )
+    assert trainer.args.max_length == 512 and "exceeds the 512 positions" in caplog.text
+    assert max(trainer.train_dataset["length"]) <= 512
+    trainer.train()

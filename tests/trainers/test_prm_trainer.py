@@ -137,20 +137,20 @@ def test_over_long_rows_cut_from_the_left_or_dropped(tmp_path):
     trainer, tok = _trainer(tmp_path, "llama-classifier", train=rows, max_length=10)
     report = trainer.length_reports["train"]
     assert (report.n_too_long, report.n_truncated, report.n_dropped, report.longest) == (2, 1, 1, 23)
-    assert "1 lost left context (prompt first, then the oldest steps; no labelled token), 1 that could not" in (
-        report.message()
-    )
+    assert "1 lost left context (the prompt first, then whole oldest steps), 1 that could not" in report.message()
     assert len(trainer.train_dataset) == 2
     kept = trainer.train_dataset[1]  # <s>, the last 7 prompt characters, the step and its separator with the label
     assert tok.convert_ids_to_tokens(kept["input_ids"]) == ["<s>", *" prompt", "b", "\n"]
     assert kept["labels"] == [-100] * 9 + [0]
 
-    # Row 2 cannot keep step 1's label (index 3) within 10 tokens, but with the last step only it fits: the prompt,
-    # step 1 and the start of step 2 are cut.
+    # Cuts fall on step boundaries only: row 2's last step alone needs 18 tokens (<s>, 16 characters, separator), so
+    # within 10 it is dropped, even when only the last step is labelled (it used to keep "tep here" with its label).
     trainer, tok = _trainer(tmp_path, "llama-classifier", train=rows, max_length=10, train_on_last_step_only=True)
-    kept = trainer.train_dataset[2]
-    assert tok.convert_ids_to_tokens(kept["input_ids"]) == ["<s>", *"tep here", "\n"]
-    assert kept["labels"] == [-100] * 9 + [1]
+    assert len(trainer.train_dataset) == 2 and trainer.length_reports["train"].n_dropped == 1
+    trainer, tok = _trainer(tmp_path, "llama-classifier", train=rows, max_length=18, train_on_last_step_only=True)
+    kept = trainer.train_dataset[2]  # the prompt and step 1 went whole; step 2 keeps all its text
+    assert tok.convert_ids_to_tokens(kept["input_ids"]) == ["<s>", *"a long step here", "\n"]
+    assert kept["labels"] == [-100] * 17 + [1]
 
     trainer, _ = _trainer(tmp_path, "llama-classifier", train=rows, max_length=10, too_long="drop")
     assert len(trainer.train_dataset) == 1 and trainer.length_reports["train"].n_dropped == 2

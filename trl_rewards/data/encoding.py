@@ -31,9 +31,12 @@ def encode_text(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of a conversation through the tokenizer's chat template (which places the special tokens)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+def encode_chat(tokenizer, messages: list[dict], tools: list | None = None, **template_kwargs) -> list[int]:
+    """
+    Token ids of a conversation through the tokenizer's chat template (which places the special tokens). `tools`
+    (tool schemas) and `template_kwargs` (e.g. `enable_thinking=False`) are passed to the template, as TRL does.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False, tools=tools, **template_kwargs)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

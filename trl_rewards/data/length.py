@@ -4,7 +4,7 @@ Every row tokenizer ([`tokenize_preferences`], [`tokenize_stepwise`], [`tokenize
 each row's length before (`full_length`) and after (`length`) its own cut, and hands the result to
 [`apply_length_policy`], which raises, drops or keeps rows and writes one report. How a row is cut depends on where
 its reward is read: sequence rewards keep the leading special tokens and the end ([`truncate_ids`]); stepwise rows
-lose left context but never a labelled token (`EncodedSteps.fit`).
+lose left context at step boundaries, whole leading steps with their labels, counted (`EncodedSteps.fit`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,23 @@ def truncate_ids(ids: list[int], max_length: int, special_ids: set[int], *aligne
 
 @dataclass
 class RowLengthReport:
-    """What a row tokenizer did with rows (or pairs: `unit`) longer than `max_length`."""
+    """
+    What a row tokenizer did with rows (or pairs: `unit`) longer than `max_length`.
+
+    Parameters:
+        n_rows (`int`): rows seen.
+        n_too_long (`int`): rows longer than `max_length`.
+        n_truncated (`int`): over-long rows kept, cut.
+        n_dropped (`int`): rows removed (all over-long ones with `"drop"`, those that could not be cut with
+            `"truncate"`).
+        max_length (`int` or `None`): the limit.
+        action (`str`): the `too_long` policy.
+        longest (`int`): tokens of the longest row before any cut.
+        truncation (`str`): how a kept row was cut, for the message.
+        unit (`str`): what a row is (`"rows"`, `"pairs"`).
+        n_dropped_labels (`int`): labels that went with the text cut away from kept rows (stepwise rows lose whole
+            leading steps, labels included).
+    """
 
     n_rows: int
     n_too_long: int
@@ -53,8 +69,9 @@ class RowLengthReport:
     max_length: int | None
     action: str
     longest: int
-    truncation: str = "lost left context (prompt first, then the oldest steps; no labelled token)"
+    truncation: str = "were truncated"
     unit: str = "rows"
+    n_dropped_labels: int = 0
 
     @property
     def n_kept(self) -> int:
@@ -71,9 +88,10 @@ class RowLengthReport:
             f"exceed max_length={self.max_length} (longest {self.longest} tokens): "
         )
         if self.action == "truncate":
+            labels = f", losing {self.n_dropped_labels} step labels with them" if self.n_dropped_labels else ""
             return head + (
-                f"{self.n_truncated} {self.truncation}, {self.n_dropped} that could not be truncated were dropped; "
-                f"{self.n_kept} {self.unit} kept"
+                f"{self.n_truncated} {self.truncation}{labels}, {self.n_dropped} that could not be truncated were "
+                f"dropped; {self.n_kept} {self.unit} kept"
             )
         return head + f"dropped; {self.n_kept} {self.unit} kept"
 
@@ -89,9 +107,10 @@ def apply_length_policy(
 ) -> tuple[Dataset, RowLengthReport]:
     """
     The over-long-row policy, applied after encoding. `tokenized` has `full_length` (tokens before any cut) and
-    `length` (after; 0 for a row that could not be truncated to fit). `"error"` raises at the first over-long row,
-    `"drop"` removes them, `"truncate"` keeps the cut rows and drops only those of length 0. Returns the rows without
-    `full_length` and the (logged) report.
+    `length` (after; 0 for a row that could not be truncated to fit), and optionally `dropped_labels` (labels cut away
+    from a kept row). `"error"` raises at the first over-long row, `"drop"` removes them, `"truncate"` keeps the cut
+    rows and drops only those of length 0. Returns the rows without `full_length` / `dropped_labels` and the (logged)
+    report.
     """
     check_too_long(too_long)
     full_lengths = tokenized["full_length"]
@@ -109,6 +128,11 @@ def apply_length_policy(
             f"{name}: all {len(tokenized)} {unit} exceed max_length={max_length} (too_long={too_long!r}; shortest "
             f"{min(full_lengths)} tokens), nothing is left; raise max_length"
         )
+    n_dropped_labels = 0
+    if "dropped_labels" in tokenized.column_names:
+        counts = tokenized["dropped_labels"]
+        n_dropped_labels = sum(counts[i] for i in range(len(counts)) if i not in dropped)
+        tokenized = tokenized.remove_columns("dropped_labels")
     if dropped:
         tokenized = tokenized.select([i for i in range(len(tokenized)) if i not in dropped])
     report = RowLengthReport(
@@ -120,6 +144,7 @@ def apply_length_policy(
         action=too_long,
         longest=max(full_lengths),
         unit=unit,
+        n_dropped_labels=n_dropped_labels,
         **({"truncation": truncation} if truncation else {}),
     )
     (logger.warning if report.n_too_long else logger.info)(report.message(name))

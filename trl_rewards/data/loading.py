@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, get_dataset_split_names, load_dataset, load_from_disk
 
 FILE_BUILDERS = {
     ".jsonl": "json",
@@ -49,15 +49,27 @@ def load_table(name: str, split: str = "train", config: str | None = None, max_r
 
 
 def has_split(name: str, split: str, config: str | None = None) -> bool:
-    """Whether `name` is a multi-split source (saved `DatasetDict` folder or Hub dataset) with `split`."""
+    """
+    Whether `name` is a multi-split source (saved `DatasetDict` folder or Hub dataset) with `split`.
+
+    `False` means only that the split (or the Hub configuration `config`) does not exist. Any other failure to list
+    the splits (Hub outage, authentication, unknown dataset) raises a `RuntimeError` naming the dataset: guessing
+    "no split" there would silently train without evaluation.
+    """
     if any(name.endswith(suffix) for suffix in FILE_BUILDERS):
         return False
     if os.path.isdir(name):
         path = os.path.join(name, "dataset_dict.json")
         return os.path.isfile(path) and os.path.isdir(os.path.join(name, split))
-    from datasets import get_dataset_split_names
-
     try:
         return split in get_dataset_split_names(name, config)
-    except Exception:  # unreachable Hub or unknown name: the training split load reports the real error
-        return False
+    except ValueError as error:
+        if config is not None and f"BuilderConfig '{config}' not found" in str(error):
+            return False
+        failure = error
+    except Exception as error:  # noqa: BLE001 - re-raised below with the dataset's name
+        failure = error
+    raise RuntimeError(
+        f"could not list the splits of dataset {name!r}" + (f" (config {config!r})" if config else "") + f" to look "
+        f"for its {split!r} split: {type(failure).__name__}: {failure}"
+    ) from failure

@@ -6,16 +6,20 @@ sequence-classification head reads), plus, for `supervision="all_tokens"`, a `co
 that cover completion characters (a token straddling the boundary counts as completion; the appended eos too).
 
 Over-long sequences are counted and truncated like preference pairs (leading special tokens and the end kept:
-the end is where a decoder's score is read and where the final answer is), dropped, or reported as an error.
+the end is where a decoder's score is read and where the final answer is), dropped, or reported as an error. A stream
+(`IterableDataset`) is validated, tokenized and length-checked row by row as it is read (`data.streaming`).
 """
 
 from __future__ import annotations
 
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 
 from .encoding import encode_text
 from .length import RowLengthReport, apply_length_policy, check_too_long, truncate_ids
-from .outcome import validate_outcome_rows
+from .outcome import _check_outcome_row, validate_outcome_rows
+from .streaming import column_names, first_row, tokenize_stream
+
+_TRUNCATION = "were truncated (leading special tokens and the end kept)"
 
 
 def encode_outcome(tokenizer, prompt: str, completion: str, with_mask: bool = False) -> tuple[list[int], list[int]]:
@@ -49,32 +53,38 @@ def encode_outcome(tokenizer, prompt: str, completion: str, with_mask: bool = Fa
 
 
 def tokenize_outcomes(
-    dataset: Dataset,
+    dataset: Dataset | IterableDataset,
     tokenizer,
     max_length: int | None,
     too_long: str = "truncate",
     with_completion_mask: bool = False,
     num_proc: int | None = None,
     name: str = "dataset",
-) -> tuple[Dataset, RowLengthReport]:
+) -> tuple[Dataset | IterableDataset, RowLengthReport]:
     """
     Validates outcome rows (row-numbered errors) and tokenizes them into `input_ids`, `label` (float), `length` and,
     with `with_completion_mask`, `completion_mask`.
 
     Args:
-        dataset ([`~datasets.Dataset`]): rows `{"prompt", "completion", "label"}` (other columns are removed).
+        dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]): rows `{"prompt", "completion", "label"}`
+            (other columns are removed). A stream is validated and tokenized lazily, row by row as it is read.
         tokenizer: the ORM's tokenizer.
         max_length (`int` or `None`): longest sequence kept as is.
         too_long (`str`): `"truncate"` (leading special tokens and the end kept), `"drop"` or `"error"`.
         with_completion_mask (`bool`): also return the completion mask (for `supervision="all_tokens"`).
-        num_proc (`int`, *optional*): processes for `Dataset.map`.
+        num_proc (`int`, *optional*): processes for `Dataset.map` (not used for a stream).
         name (`str`): dataset name used in messages.
 
     Returns:
-        `tuple[Dataset, RowLengthReport]`: the tokenized rows and what happened to over-long ones (also logged).
+        `tuple[Dataset | IterableDataset, RowLengthReport]`: the tokenized rows and what happened to over-long ones
+        (logged; for a stream, a [`StreamLengthReport`] counting the rows read so far).
     """
     check_too_long(too_long)
-    validate_outcome_rows(dataset, source=name)
+    streaming = isinstance(dataset, IterableDataset)
+    if streaming:
+        first_row(dataset, name)
+    else:
+        validate_outcome_rows(dataset, source=name)
     special = set(tokenizer.all_special_ids)
 
     def encode(example):
@@ -85,12 +95,12 @@ def tokenize_outcomes(
         row = {"input_ids": ids, "label": float(example["label"]), "length": len(ids), "full_length": n_full}
         return {**row, "completion_mask": mask} if with_completion_mask else row
 
+    if streaming:
+
+        def encode_row(example, row):
+            _check_outcome_row(example, f"{name} row {row}")
+            return encode(example)
+
+        return tokenize_stream(dataset, encode_row, column_names(dataset), max_length, too_long, name, _TRUNCATION)
     tokenized = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name}")
-    return apply_length_policy(
-        tokenized,
-        len(dataset),
-        max_length,
-        too_long,
-        name,
-        truncation="were truncated (leading special tokens and the end kept)",
-    )
+    return apply_length_policy(tokenized, len(dataset), max_length, too_long, name, truncation=_TRUNCATION)

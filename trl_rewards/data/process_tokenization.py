@@ -15,10 +15,13 @@ the positions are exact; [`ProcessRewardScorer`] encodes with the same function,
 positions.
 
 Rows longer than `max_length` are never handled silently: they are counted and, by the caller's choice, truncated,
-dropped, or reported as an error. Truncation removes tokens from the left, right after `[lead]`: the prompt first,
-then the oldest steps, but never a token that carries a label, so every trained label survives (with
-`last_step_only`, the earlier steps are only context and may go); a row that cannot fit that way is dropped and
-counted apart. A decoder reads each step with all the context before it, so the left is what to give up.
+dropped, or reported as an error. Truncation cuts from the left, right after `[lead]`, and only at step boundaries:
+the prompt's tokens go first, then whole leading steps (text, separator and label together), so a step whose label is
+kept keeps all its text. A decoder reads each step with all the context before it, so the left is what to give up.
+The labels of dropped steps go with them and are counted in the length report: in TRL's stepwise format every step is
+labelled and each prefix of a solution is usually a row of its own, so those steps are still trained on there
+(dropping the whole row instead lost a third of PRM800K at 512 tokens). A row whose last step alone does not fit is
+dropped and counted apart.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from .length import RowLengthReport, apply_length_policy, check_too_long
 from .stepwise import validate_stepwise_rows
 
 logger = logging.getLogger(__name__)
+
+_TRUNCATION = "lost left context (the prompt first, then whole oldest steps)"
 
 
 @dataclass(frozen=True)
@@ -117,40 +122,59 @@ class EncodedSteps:
         label_positions (`list[int | None]`): index in `input_ids` of each step's label token, in step order (`None`
             for a step that truncation removed).
         context_start (`int`): index of the first token after the leading special tokens, where truncation cuts.
+        step_starts (`list[int | None]`): index in `input_ids` of each step's first token (`None` for a removed step).
     """
 
     input_ids: list[int]
     label_positions: list[int | None]
     context_start: int
+    step_starts: list[int | None]
+
+    @property
+    def n_dropped_steps(self) -> int:
+        """Leading steps that truncation removed."""
+        return sum(p is None for p in self.label_positions)
 
     def token_labels(self, labels: Sequence[bool], last_step_only: bool = False) -> list[int]:
-        """Per-token labels: 1 / 0 at each step's label position (only the last with `last_step_only`), -100
-        elsewhere."""
+        """Per-token labels: 1 / 0 at each kept step's label position (only the last with `last_step_only`), -100
+        elsewhere; the labels of steps that truncation removed are left out."""
         if len(labels) != len(self.label_positions):
             raise ValueError(f"got {len(labels)} labels for {len(self.label_positions)} steps")
         token_labels = [IGNORE_INDEX] * len(self.input_ids)
         steps = range(len(labels) - 1, len(labels)) if last_step_only else range(len(labels))
         for k in steps:
-            if self.label_positions[k] is None:
-                raise ValueError(f"step {k} was truncated away and cannot be labelled")
-            token_labels[self.label_positions[k]] = int(bool(labels[k]))
+            if self.label_positions[k] is not None:
+                token_labels[self.label_positions[k]] = int(bool(labels[k]))
         return token_labels
 
-    def fit(self, max_length: int | None, last_step_only: bool = False) -> EncodedSteps | None:
+    def fit(self, max_length: int | None) -> EncodedSteps | None:
         """
-        The row shortened to `max_length` by removing tokens from the left, right after the leading special tokens:
-        the prompt first, then the oldest steps, never a token that carries a label (every step's, or only the last
-        one's with `last_step_only`). `None` when it cannot fit that way.
+        The row shortened to `max_length` by cutting from the left, right after the leading special tokens, at step
+        boundaries only: as many prompt tokens as needed first, then the fewest whole leading steps (the prompt
+        entirely gone). Every kept step keeps all its tokens. `None` when even the last step alone does not fit.
         """
         excess = 0 if max_length is None else len(self.input_ids) - max_length
         if excess <= 0:
             return self
-        kept = self.label_positions[-1:] if last_step_only else self.label_positions
-        if min(kept) < self.context_start + excess:
-            return None
         start = self.context_start
-        positions = [p - excess if p is not None and p - excess >= start else None for p in self.label_positions]
-        return EncodedSteps(self.input_ids[:start] + self.input_ids[start + excess :], positions, start)
+        if self.step_starts[0] - start >= excess:
+            first, cut = 0, excess
+        else:
+            first = next((k for k in range(1, len(self.step_starts)) if self.step_starts[k] - start >= excess), None)
+            if first is None:
+                return None
+            cut = self.step_starts[first] - start
+        dropped = [None] * first
+        return EncodedSteps(
+            self.input_ids[:start] + self.input_ids[start + cut :],
+            dropped + [p - cut for p in self.label_positions[first:]],
+            start,
+            dropped + [p - cut for p in self.step_starts[first:]],
+        )
+
+    def min_length(self) -> int:
+        """Length of the row cut down to its last step (the shortest `fit` can make it)."""
+        return len(self.input_ids) - (self.step_starts[-1] - self.context_start)
 
 
 def encode_steps(tokenizer, fmt: StepFormat, prompt: str, steps: Sequence[str]) -> EncodedSteps:
@@ -170,13 +194,14 @@ def encode_steps(tokenizer, fmt: StepFormat, prompt: str, steps: Sequence[str]) 
         raise ValueError("a solution needs at least one step")
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False) if prompt else []
     input_ids = [*fmt.lead, *prompt_ids]
-    positions = []
+    positions, starts = [], []
     for step in steps:
+        starts.append(len(input_ids))
         input_ids += tokenizer.encode(step, add_special_tokens=False)
         positions.append(len(input_ids) + fmt.label_offset)
         input_ids += fmt.step_end
     input_ids += fmt.trail
-    return EncodedSteps(input_ids, positions, len(fmt.lead))
+    return EncodedSteps(input_ids, positions, len(fmt.lead), starts)
 
 
 def tokenize_stepwise(
@@ -198,7 +223,8 @@ def tokenize_stepwise(
         tokenizer: the PRM's tokenizer.
         fmt ([`StepFormat`]): from [`build_step_format`].
         max_length (`int` or `None`): longest sequence kept as is.
-        too_long (`str`): `"truncate"`, `"drop"` or `"error"` (see the module docstring).
+        too_long (`str`): `"truncate"`, `"drop"` or `"error"` (see the module docstring); with `"truncate"`, the
+            labels of the leading steps cut away are counted in the report's `n_dropped_labels`.
         last_step_only (`bool`): label only the last step of each row.
         num_proc (`int`, *optional*): processes for `Dataset.map`.
         name (`str`): dataset name used in messages.
@@ -213,19 +239,20 @@ def tokenize_stepwise(
     def encode(example):
         encoded = encode_steps(tokenizer, fmt, example["prompt"], example["completions"])
         n_full = len(encoded.input_ids)
-        fitted = encoded.fit(max_length, last_step_only) if too_long == "truncate" else encoded
+        fitted = encoded.fit(max_length) if too_long == "truncate" else encoded
         if fitted is None:
-            return {"input_ids": [], "token_labels": [], "length": 0, "full_length": n_full}
-        labels = fitted.token_labels(example["labels"], last_step_only)
+            return {"input_ids": [], "token_labels": [], "length": 0, "full_length": n_full, "dropped_labels": 0}
         return {
             "input_ids": fitted.input_ids,
-            "token_labels": labels,
+            "token_labels": fitted.token_labels(example["labels"], last_step_only),
             "length": len(fitted.input_ids),
             "full_length": n_full,
+            # with last_step_only the removed steps were context, not labels
+            "dropped_labels": 0 if last_step_only else fitted.n_dropped_steps,
         }
 
     # Written as "token_labels" then renamed: a map output named like an input column keeps that column's feature
     # type, and the input "labels" are booleans (-100 would become True).
     tokenized = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name}")
     tokenized = tokenized.rename_column("token_labels", "labels")
-    return apply_length_policy(tokenized, len(dataset), max_length, too_long, name)
+    return apply_length_policy(tokenized, len(dataset), max_length, too_long, name, truncation=_TRUNCATION)

@@ -17,8 +17,9 @@ output ties mostly when they are degenerate (a collapsed head, identical inputs)
 `p > 0.5`, with confidence `max(p, 1 - p)`, and is correct when the prediction equals the outcome. `p == 0.5` is a
 tie: confidence 0.5 and always counted incorrect (consistent with `ties="loss"`). Confidences fall in `[0.5, 1]`,
 which is split into `n_bins` equal-width bins `[0.5, e_1], (e_1, e_2], ..., (e_{n-1}, 1]`. The expected calibration
-error is `ECE = sum_b (n_b / n) * |accuracy_b - confidence_b|` (Guo et al., 2017). For a reward model the probability
-is `sigmoid(chosen - rejected)` (the Bradley-Terry model) and the outcome is 1 for every pair.
+error is `ECE = sum_b (n_b / n) * |accuracy_b - confidence_b|` (Guo et al., 2017); it lies in `[0, 1]`: 0 when
+every bin's accuracy equals its confidence, up to 1 when predictions of confidence ~1 are all wrong. For a reward
+model the probability is `sigmoid(chosen - rejected)` (the Bradley-Terry model) and the outcome is 1 for every pair.
 """
 
 import math
@@ -170,16 +171,20 @@ def win_rate(model_scores: Any, reference_scores: Any, *, ties: str = "loss", ti
     return _accuracy(model_scores, reference_scores, ("model_scores", "reference_scores"), ties, tie_tolerance)
 
 
-def length_baseline_accuracy(chosen_lengths: Any, rejected_lengths: Any, *, ties: str = "loss") -> float:
+def length_baseline_accuracy(chosen_lengths: Any, rejected_lengths: Any, *, ties: str = "half") -> float:
     """
     Accuracy of the "longer completion wins" baseline. A reward model that does not beat it may have learned length.
+
+    Equal lengths are coin flips by default (`ties="half"`): the baseline has no preference there, and counting them
+    as losses would print 0.0 on data whose pairs all have the same length, a baseline any model "beats". Report
+    `tie_rate(chosen_lengths, rejected_lengths)` beside it.
 
     Args:
         chosen_lengths (`array-like` of shape `(n,)`):
             Lengths (tokens or characters, non-negative) of the chosen completions.
         rejected_lengths (`array-like` of shape `(n,)`):
             Lengths of the rejected completions.
-        ties (`str`, *optional*, defaults to `"loss"`):
+        ties (`str`, *optional*, defaults to `"half"`):
             Tie policy for equal lengths, one of `TIE_POLICIES`.
 
     Returns:
@@ -275,7 +280,8 @@ def expected_calibration_error(probabilities: Any, outcomes: Any, *, n_bins: int
             Number of equal-width confidence bins over `[0.5, 1]`.
 
     Returns:
-        `float`: ECE in `[0, 0.5]`; 0 is perfectly calibrated.
+        `float`: ECE in `[0, 1]`; 0 is perfectly calibrated. It exceeds 0.5 when confident predictions are wrong
+        (confidence near 1, accuracy near 0 gives an ECE near 1).
     """
     _, confidence_sum, correct_sum, count = _calibration_bins(probabilities, outcomes, n_bins)
     return float(np.sum(np.abs(correct_sum - confidence_sum)) / np.sum(count))
@@ -294,7 +300,7 @@ def pairwise_calibration_error(chosen: Any, rejected: Any, *, n_bins: int = 10) 
             Number of equal-width confidence bins over `[0.5, 1]`.
 
     Returns:
-        `float`: ECE in `[0, 0.5]`.
+        `float`: ECE in `[0, 1]` (near 1 when `rejected` is confidently scored higher on every pair).
     """
     probabilities = pairwise_probabilities(chosen, rejected)
     return expected_calibration_error(probabilities, np.ones_like(probabilities), n_bins=n_bins)

@@ -15,6 +15,7 @@ from scipy import stats
 from scipy.special import expit
 
 from .metrics import (
+    TIE_POLICIES,
     brier_score,
     check_choice,
     check_positive_int,
@@ -117,6 +118,7 @@ def pairwise_report(
     chosen_lengths: Any = None,
     rejected_lengths: Any = None,
     ties: str = "loss",
+    length_ties: str = "half",
     n_bins: int = 10,
     bootstrap: int = 0,
     seed: int = 0,
@@ -134,7 +136,10 @@ def pairwise_report(
         rejected_lengths (`array-like` of shape `(n,)` or `None`, *optional*, defaults to `None`):
             Lengths of the rejected completions.
         ties (`str`, *optional*, defaults to `"loss"`):
-            Tie policy of the accuracies, one of `TIE_POLICIES`.
+            Tie policy of the model's accuracy, one of `TIE_POLICIES`.
+        length_ties (`str`, *optional*, defaults to `"half"`):
+            Tie policy of the length baseline: equal lengths are coin flips by default (see
+            [`length_baseline_accuracy`]); its tie rate is reported as `"length_tie_rate"`.
         n_bins (`int`, *optional*, defaults to `10`):
             Number of calibration bins.
         bootstrap (`int`, *optional*, defaults to `0`):
@@ -147,11 +152,12 @@ def pairwise_report(
     Returns:
         `dict[str, Any]`: `"count"`, `"accuracy"`, `"tie_rate"`, `"mean_margin"` (mean of `chosen - rejected`),
         `"win_probability"`, `"ece"`, `"brier"` (of `sigmoid(chosen - rejected)` against 1), optional
-        `"length_baseline_accuracy"` and the optional `"*_ci"` entries.
+        `"length_baseline_accuracy"` with `"length_tie_rate"`, and the optional `"*_ci"` entries.
     """
     a, b = paired(chosen, rejected, ("chosen", "rejected"))
     if (chosen_lengths is None) != (rejected_lengths is None):
         raise ValueError("chosen_lengths and rejected_lengths must be given together")
+    check_choice(length_ties, "length_ties", TIE_POLICIES)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int | np.integer) or bootstrap < 0:
         raise ValueError(f"bootstrap must be a non-negative integer (number of resamples), got {bootstrap!r}")
     metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -165,7 +171,10 @@ def pairwise_report(
     if chosen_lengths is not None:
         if to_array(chosen_lengths, "chosen_lengths").size != a.size:
             raise ValueError(f"chosen_lengths must have one length per pair ({a.size})")
-        report["length_baseline_accuracy"] = length_baseline_accuracy(chosen_lengths, rejected_lengths, ties=ties)
+        report["length_baseline_accuracy"] = length_baseline_accuracy(
+            chosen_lengths, rejected_lengths, ties=length_ties
+        )
+        report["length_tie_rate"] = tie_rate(chosen_lengths, rejected_lengths)
     if bootstrap:
         for name, metric in metrics.items():
             rows = a != b if name == "accuracy" and ties == "exclude" else slice(None)  # no all-tie resample

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
+def strict_json(value: Any) -> Any:
+    """NaN and infinities (an undefined metric) as `null`: `results.json` stays strict JSON for any reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
@@ -18,7 +30,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _with_ci(report: Mapping[str, Any], key: str) -> str:
     ci = report.get(f"{key}_ci")
-    return _fmt(report[key]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    return fmt(report[key]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def render_markdown(results: Mapping[str, Any], figures: Mapping[str, str] | None = None) -> str:
@@ -33,16 +45,16 @@ def render_markdown(results: Mapping[str, Any], figures: Mapping[str, str] | Non
         ]
     ci_note = f", 95% bootstrap interval over {config['bootstrap']} resamples" if config.get("bootstrap") else ""
     lines += [
-        f"**Final score: {_fmt(results['final_score'])}** ({config['aggregation']}).",
+        f"**Final score: {fmt(results['final_score'])}** ({config['aggregation']}).",
         "",
         f"| metric (all {overall['count']} pairs{ci_note}) | value |",
         "|---|---|",
         f"| accuracy (ties count as `{config['ties']}`) | {_with_ci(overall, 'accuracy')} |",
         f"| length baseline accuracy (the longer completion wins, in {config['length_unit']}) | "
-        f"{_fmt(overall['length_baseline_accuracy'])} |",
-        f"| tie rate (scores / lengths) | {_fmt(overall['tie_rate'])} / {_fmt(overall['length_tie_rate'])} |",
+        f"{fmt(overall['length_baseline_accuracy'])} |",
+        f"| tie rate (scores / lengths) | {fmt(overall['tie_rate'])} / {fmt(overall['length_tie_rate'])} |",
         f"| win probability mean σ(chosen − rejected) | {_with_ci(overall, 'win_probability')} |",
-        f"| mean margin | {_fmt(overall['mean_margin'])} |",
+        f"| mean margin | {fmt(overall['mean_margin'])} |",
         f"| ECE ({config['n_bins']} bins) | {_with_ci(overall, 'ece')} |",
         f"| Brier score | {_with_ci(overall, 'brier')} |",
     ]
@@ -51,8 +63,8 @@ def render_markdown(results: Mapping[str, Any], figures: Mapping[str, str] | Non
     if results["categories"]:
         lines += ["", "## Categories", "", "| category | score | pairs | subset weights |", "|---|---|---|---|"]
         for name, category in results["categories"].items():
-            weights = ", ".join(f"{s}: {_fmt(w, 2)}" for s, w in category["weights"].items())
-            lines.append(f"| {name} | {_fmt(category['score'])} | {category['count']} | {weights} |")
+            weights = ", ".join(f"{s}: {fmt(w, 2)}" for s, w in category["weights"].items())
+            lines.append(f"| {name} | {fmt(category['score'])} | {category['count']} | {weights} |")
     if results["subsets"]:
         lines += [
             "",
@@ -64,8 +76,8 @@ def render_markdown(results: Mapping[str, Any], figures: Mapping[str, str] | Non
         for name, report in results["subsets"].items():
             lines.append(
                 f"| {name} | {report['count']} | {_with_ci(report, 'accuracy')} | "
-                f"{_fmt(report['length_baseline_accuracy'])} | {_fmt(report['tie_rate'])} | "
-                f"{_fmt(report['mean_margin'])} |"
+                f"{fmt(report['length_baseline_accuracy'])} | {fmt(report['tie_rate'])} | "
+                f"{fmt(report['mean_margin'])} |"
             )
     if results["uncategorized"]:
         lines += ["", f"Subsets in no category (not in the final score): {', '.join(results['uncategorized'])}."]
@@ -95,7 +107,7 @@ def write_report(
     relative = {name: os.path.relpath(path, output_dir) for name, path in (figures or {}).items()}
     paths = {"results": os.path.join(output_dir, "results.json"), "report": os.path.join(output_dir, "report.md")}
     with open(paths["results"], "w") as f:
-        json.dump({**results, "figures": relative}, f, indent=2)
+        json.dump(strict_json({**results, "figures": relative}), f, indent=2, allow_nan=False)
     with open(paths["report"], "w") as f:
         f.write(render_markdown(results, relative))
     return paths

@@ -19,7 +19,13 @@ left out of the final score.
 
 **Length baseline.** "The longer completion wins", with lengths of the completion alone (the prompt is shared):
 tokens of the scorer's `tokenizer` when it has one, characters otherwise. Not `RewardScorer.encode`, which truncates
-at `max_length` (two long answers would tie) and counts truncations.
+at `max_length` (two long answers would tie) and counts truncations. Equal lengths count as coin flips (0.5),
+whatever `ties` says for the model, and `length_tie_rate` is reported beside the baseline.
+
+**Labels.** Rows may carry a soft `label` p = P(chosen is better) (TRL's format; a flipped pair has label 0). The
+accuracy, calibration, Brier score, win probability and length baseline are then measured against each pair's label,
+as defined in `evaluation.preference_labels` (a pair labelled 0.5 counts as a tie); without the column every label
+is 1, "chosen wins".
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 from ..data.preference import PRETOKENIZED, validate_preference_rows
 from . import metrics
 from .pairwise_report import pairwise_report
+from .preference_labels import labelled_calibration_curve, labelled_pairwise_metrics, oriented_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +199,20 @@ def aggregate_categories(
     return {"categories": categories, "final_score": final, "uncategorized": sorted(set(subsets) - listed)}
 
 
-def _subset_report(chosen, rejected, chosen_len, rejected_len, name: str, **kwargs) -> dict[str, Any]:
+def _length_baseline(chosen_len, rejected_len) -> float:
+    """`length_baseline_accuracy` with ties as coin flips (0.5), whatever the model's tie policy: a trivial rule
+    that cannot tell two equal lengths apart guesses; counted as losses, equal-length data would print 0.000 and
+    read as if "prefer the longer" were always wrong. Its tie rate is reported beside it."""
+    return metrics.length_baseline_accuracy(chosen_len, rejected_len, ties="half")
+
+
+def _subset_report(chosen, rejected, chosen_len, rejected_len, labels, name: str, **kwargs) -> dict[str, Any]:
     try:
-        report = pairwise_report(chosen, rejected, chosen_lengths=chosen_len, rejected_lengths=rejected_len, **kwargs)
+        report = pairwise_report(chosen, rejected, **kwargs)
+        if labels is not None:
+            report.update(labelled_pairwise_metrics(chosen, rejected, labels, **kwargs))
+            chosen_len, rejected_len = (v.tolist() for v in oriented_pairs(chosen_len, rejected_len, labels))
+        report["length_baseline_accuracy"] = _length_baseline(chosen_len, rejected_len)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from error
     report["length_tie_rate"] = metrics.tie_rate(chosen_len, rejected_len)
@@ -243,7 +261,8 @@ def evaluate_preferences(
     Args:
         scorer: anything with `score(prompts, completions) -> list[float]`, or a TRL reward function (see `as_scorer`).
         dataset ([`~datasets.Dataset`] or `list[dict]`): preference rows, implicit or explicit prompt, standard or
-            conversational (pre-tokenized rows are rejected: scorers take text).
+            conversational (pre-tokenized rows are rejected: scorers take text), optionally with a soft `label`
+            (module docstring, "Labels").
         subset_column (`str`, *optional*): column naming each row's subset (RewardBench's `"subset"`).
         category_weights (`Mapping`, *optional*): categories, see `aggregate_categories`; needs `subset_column`.
         ties (`str`, *optional*, defaults to `"loss"`): tie policy of every accuracy, one of `metrics.TIE_POLICIES`.
@@ -255,11 +274,11 @@ def evaluate_preferences(
         `dict`: `"overall"` (`pairwise_report.pairwise_report` plus `"length_tie_rate"` and `"calibration_curve"`),
         `"subsets"` (name to its report), `"categories"`, `"final_score"`, `"uncategorized"`, `"config"`,
         `"n_truncated"` (sequences the scorer truncated, when it counts them; a [`CachedScorer`] counts only those
-        it computed) and `"scores"` (per row: chosen and rejected scores and lengths, subset).
+        it computed) and `"scores"` (per row: chosen and rejected scores and lengths, subset, label or `None`).
 
     A single pair, all ties or constant scores give documented values (e.g. accuracy 0 under `ties="loss"`, a
-    `(value, value)` interval for one pair); under `ties="exclude"` a set of only ties raises a `ValueError` naming
-    it.
+    `(value, value)` interval for one pair); under `ties="exclude"` a set whose scores all tie raises a `ValueError`
+    naming it, while a set whose lengths all tie gets a NaN `length_baseline_accuracy`.
     """
     from datasets import Dataset
     from trl.data_utils import maybe_extract_prompt
@@ -297,19 +316,31 @@ def evaluate_preferences(
     )
     chosen_len, unit = completion_lengths(scorer, [row["chosen"] for row in rows])
     rejected_len, _ = completion_lengths(scorer, [row["rejected"] for row in rows])
+    labels = [float(p) for p in dataset["label"]] if "label" in dataset.column_names else None
 
     options = {"ties": ties, "n_bins": n_bins, "bootstrap": bootstrap, "seed": seed}
-    overall = _subset_report(chosen, rejected, chosen_len, rejected_len, "all pairs", **options)
-    probabilities = metrics.pairwise_probabilities(chosen, rejected)
-    overall["calibration_curve"] = metrics.calibration_curve(probabilities, np.ones_like(probabilities), n_bins=n_bins)
+    overall = _subset_report(chosen, rejected, chosen_len, rejected_len, labels, "all pairs", **options)
+    if labels is None:
+        probabilities = metrics.pairwise_probabilities(chosen, rejected)
+        curve = metrics.calibration_curve(probabilities, np.ones_like(probabilities), n_bins=n_bins)
+    else:
+        curve = labelled_calibration_curve(chosen, rejected, labels, n_bins=n_bins)
+    overall["calibration_curve"] = curve
 
     subsets: dict[str, Any] = {}
     aggregated = {"categories": {}, "final_score": overall["accuracy"], "uncategorized": []}
     if subset_column is not None:
         for name, index in sorted(groups.items()):
             pick = lambda values, index=index: [values[i] for i in index]  # noqa: E731
+            subset_labels = None if labels is None else pick(labels)
             subsets[name] = _subset_report(
-                pick(chosen), pick(rejected), pick(chosen_len), pick(rejected_len), f"subset {name!r}", **options
+                pick(chosen),
+                pick(rejected),
+                pick(chosen_len),
+                pick(rejected_len),
+                subset_labels,
+                f"subset {name!r}",
+                **options,
             )
         aggregated = aggregate_categories(subsets, category_weights)
         if aggregated["uncategorized"]:
@@ -337,5 +368,6 @@ def evaluate_preferences(
             "chosen_length": chosen_len,
             "rejected_length": rejected_len,
             "subset": subset_names,
+            "label": labels,
         },
     }

@@ -7,6 +7,7 @@ padding does not shift positions. Encoders read `[CLS]` at position 0 and are al
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,8 +15,10 @@ import torch
 
 from ..data.encoding import encode_prompt_completion
 from ..data.length import truncate_ids
-from ..modeling import is_decoder_model, load_reward_model, prepare_tokenizer
+from ..modeling import is_decoder_model, load_reward_model, position_limit, prepare_tokenizer
 from .batching import length_sorted_batches
+
+logger = logging.getLogger(__name__)
 
 PADDING_SIDES = ("right", "left")
 
@@ -31,9 +34,11 @@ class RewardScorer:
         max_tokens_per_batch (`int`, *optional*): most (padded) tokens per forward pass; long sequences get smaller
             micro-batches instead of running out of memory.
         max_length (`int`, *optional*): longer sequences are truncated like in training (start special tokens and
-            end kept); `self.n_truncated` counts them.
+            end kept); `self.n_truncated` counts them and each call that cuts logs one warning with its count.
+            Defaults to the model's position limit (see [`~trl_rewards.modeling.position_limit`]), so a long input
+            is cut instead of crashing the forward pass; no truncation only for a model without a limit.
         padding_side (`str`): `"right"` or `"left"`; ignored (right) for encoders.
-        device: where to run; defaults to the model's device.
+        device: where to run; the model is moved there. Defaults to the model's device.
         normalize (`bool`): return `(r - reward_mean) / reward_std` using the statistics stored in the model config at
             training time.
     """
@@ -53,14 +58,13 @@ class RewardScorer:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model.eval()
+        self.device, self.model = place_model(model, device)
         self.tokenizer = prepare_tokenizer(tokenizer, model)
         self.decoder = is_decoder_model(model)
         self.padding_side = padding_side if self.decoder else "right"
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
-        self.max_length = max_length
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.max_length = resolve_max_length(max_length, model, tokenizer)
         self.n_truncated = 0
         self.mean, self.std = 0.0, 1.0
         if normalize:
@@ -87,8 +91,14 @@ class RewardScorer:
         prompt (list of messages) takes the completion as the assistant's message."""
         ids = encode_prompt_completion(self.tokenizer, prompt, completion)
         if self.max_length is not None and len(ids) > self.max_length:
+            special = set(self.tokenizer.all_special_ids)
+            ids = truncate_ids(ids, self.max_length, special)
+            if all(token in special for token in ids):  # every row would read as the same text: a constant score
+                raise ValueError(
+                    f"max_length={self.max_length} keeps only special tokens of this sequence, so every score would "
+                    "be the same; raise max_length"
+                )
             self.n_truncated += 1
-            ids = truncate_ids(ids, self.max_length, set(self.tokenizer.all_special_ids))
         return ids
 
     def _forward(self, sequences: list[list[int]]) -> torch.Tensor:
@@ -118,7 +128,20 @@ class RewardScorer:
         """Scores each `(prompt, completion)`; a prompt may be a string (or `None`) or a list of chat messages."""
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
-        return self.score_ids([self.encode(p, c) for p, c in zip(prompts, completions, strict=True)])
+        missing = [i for i, completion in enumerate(completions) if completion is None]
+        if missing:
+            raise ValueError(
+                f"completions[{missing[0]}] is None ({len(missing)} missing); every completion needs a text"
+            )
+        before = self.n_truncated
+        sequences = []
+        for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            try:
+                sequences.append(self.encode(prompt, completion))
+            except ValueError as error:
+                raise ValueError(f"row {row}: {error}") from error
+        warn_truncated(self.n_truncated - before, len(sequences), "sequences", self.max_length, _TRUNCATION)
+        return self.score_ids(sequences)
 
     def score_pairs(
         self, prompts: Sequence[Any], chosen: Sequence[Any], rejected: Sequence[Any]
@@ -128,3 +151,33 @@ class RewardScorer:
             raise ValueError(f"got {len(prompts)} prompts, {len(chosen)} chosen, {len(rejected)} rejected")
         scores = self.score(list(prompts) * 2, list(chosen) + list(rejected))
         return scores[: len(prompts)], scores[len(prompts) :]
+
+
+_TRUNCATION = "leading special tokens and the end kept"
+
+
+def place_model(model, device: str | torch.device | None) -> tuple[torch.device, Any]:
+    """`(device, model in eval mode)`: the model is moved to `device` when given (and not already there), else the
+    device is the model's own."""
+    if device is None:
+        return next(model.parameters()).device, model.eval()
+    device = torch.device(device)
+    # "cuda" means the current CUDA device: weights already on "cuda:0" stay put (a 4-bit model refuses `.to`).
+    if any(p.device.type != device.type or device.index not in (None, p.device.index) for p in model.parameters()):
+        model = model.to(device)
+    return device, model.eval()
+
+
+def resolve_max_length(max_length: int | None, model, tokenizer) -> int | None:
+    """`max_length` as given (an int >= 1), or by default the model's position limit (`None` when it has none)."""
+    if max_length is None:
+        return position_limit(model, tokenizer)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be an integer >= 1 or None (the model's limit), got {max_length!r}")
+    return max_length
+
+
+def warn_truncated(n_cut: int, n_total: int, unit: str, max_length: int | None, how: str) -> None:
+    """One warning per scoring call that truncated anything, with the count."""
+    if n_cut:
+        logger.warning(f"{n_cut} of {n_total} {unit} were longer than max_length={max_length} and were cut ({how})")

@@ -25,6 +25,11 @@ from ..modeling import is_decoder_model, load_process_reward_model, prepare_toke
 from ..step_format import resolve_process_format
 from .aggregation import aggregate_step_scores
 from .batching import length_sorted_batches
+from .sequence_scoring import place_model, resolve_max_length, warn_truncated
+
+# Config attributes of causal LMs whose forward rescales the logits after the LM head (Gemma 2, Cohere, Granite):
+# those models are scored through their own forward.
+_LOGIT_RESCALING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 class ProcessRewardScorer:
@@ -39,10 +44,11 @@ class ProcessRewardScorer:
         text_separator (`str`, *optional*, defaults to `"\\n"`): what splits a solution given as one string.
         batch_size (`int`, *optional*, defaults to `16`): most solutions per forward pass.
         max_tokens_per_batch (`int`, *optional*): most padded tokens per forward pass.
-        max_length (`int`, *optional*): longer sequences lose tokens from the left as in training (the prompt
-            first, then the oldest steps' text, never a step's label token; `self.n_truncated` counts them); a
-            solution that cannot fit that way raises a `ValueError`.
-        device: where to run; defaults to the model's device.
+        max_length (`int`, *optional*): longer sequences lose prompt tokens from the left as in training
+            (`self.n_truncated` counts them, and each call that cuts logs one warning with its count); a solution
+            whose steps alone do not fit raises a `ValueError`, since every step needs its probability. Defaults to
+            the model's position limit (no truncation only for a model without one).
+        device: where to run; the model is moved there. Defaults to the model's device.
     """
 
     def __init__(
@@ -72,7 +78,7 @@ class ProcessRewardScorer:
             good_token=good_token,
             bad_token=bad_token,
         )
-        self.model = model.eval()
+        self.device, self.model = place_model(model, device)
         self.tokenizer = prepare_tokenizer(tokenizer, model)
         self.step_format = build_step_format(
             tokenizer, self.format["model_style"], self.format["step_separator"], self.format["step_tag"]
@@ -84,8 +90,7 @@ class ProcessRewardScorer:
         self.text_separator = text_separator
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
-        self.max_length = max_length
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.max_length = resolve_max_length(max_length, model, tokenizer)
         self.n_truncated = 0
 
     @classmethod
@@ -110,24 +115,55 @@ class ProcessRewardScorer:
         """Token ids and label positions of one solution, exactly as the trainer builds them."""
         encoded = encode_steps(self.tokenizer, self.step_format, prompt, self.split(solution))
         fitted = encoded.fit(self.max_length)
-        if fitted is None:
-            needed = len(encoded.input_ids) - (encoded.label_positions[0] - encoded.context_start)
+        if fitted is None or fitted.n_dropped_steps:
+            # Training may drop leading steps with their labels; a scorer owes a probability for every step.
+            needed = len(encoded.input_ids) - (encoded.step_starts[0] - encoded.context_start)
             raise ValueError(
-                f"keeping every step's label token needs at least {needed} tokens, more than "
-                f"max_length={self.max_length}"
+                f"scoring every step needs at least {needed} tokens (all steps whole, the prompt cut away), more "
+                f"than max_length={self.max_length}"
             )
         self.n_truncated += fitted is not encoded
         return fitted
 
     def _forward(self, rows: list[EncodedSteps]) -> list[list[float]]:
-        input_ids = pad_right([row.input_ids for row in rows], self.tokenizer.pad_token_id)
-        mask = pad_right([[1] * len(row.input_ids) for row in rows], 0)
-        kwargs = {"use_cache": False} if self.decoder else {}
-        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **kwargs).logits
-        if self.format["model_style"] == "lm":
-            logits = step_tag_logits(logits, self.good_token_id, self.bad_token_id)
-        probs = torch.sigmoid((logits[..., 1] - logits[..., 0]).double()).cpu()
-        return [probs[i, row.label_positions].tolist() for i, row in enumerate(rows)]
+        inputs = {
+            "input_ids": pad_right([row.input_ids for row in rows], self.tokenizer.pad_token_id).to(self.device),
+            "attention_mask": pad_right([[1] * len(row.input_ids) for row in rows], 0).to(self.device),
+            **({"use_cache": False} if self.decoder else {}),
+        }
+        batch = torch.tensor([i for i, row in enumerate(rows) for _ in row.label_positions], device=self.device)
+        positions = torch.tensor([p for row in rows for p in row.label_positions], device=self.device)
+        head = self._two_row_head() if self.format["model_style"] == "lm" else None
+        if head is not None:
+            # Only the good and bad rows of the LM head, only at the step tags: never the (batch, seq, vocab) logits.
+            weight, bias = head
+            hidden = self.model.get_decoder()(**inputs).last_hidden_state[batch, positions]
+            logits = hidden @ weight.T + (bias if bias is not None else 0)
+        else:
+            logits = self.model(**inputs).logits[batch, positions]
+            if self.format["model_style"] == "lm":
+                logits = step_tag_logits(logits, self.good_token_id, self.bad_token_id)
+        probs = torch.sigmoid((logits[..., 1] - logits[..., 0]).double()).cpu().tolist()
+        out, start = [], 0
+        for row in rows:
+            out.append(probs[start : start + len(row.label_positions)])
+            start += len(row.label_positions)
+        return out
+
+    def _two_row_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """`(weight, bias)` rows `[bad, good]` of a plain linear LM head over a decoder body, or `None` when the
+        model's logits need its own forward (an adapted or quantized head, logits rescaled after the head)."""
+        config = getattr(self.model, "config", None)
+        if any(getattr(config, name, None) is not None for name in _LOGIT_RESCALING):
+            return None
+        get_decoder = getattr(self.model, "get_decoder", None)
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if get_decoder is None or get_decoder() is None or type(head) is not torch.nn.Linear:
+            return None
+        if not head.weight.is_floating_point():
+            return None
+        rows = [self.bad_token_id, self.good_token_id]
+        return head.weight[rows], None if head.bias is None else head.bias[rows]
 
     @torch.inference_mode()
     def step_probabilities(
@@ -145,12 +181,13 @@ class ProcessRewardScorer:
         """
         if len(prompts) != len(solutions):
             raise ValueError(f"got {len(prompts)} prompts but {len(solutions)} solutions")
-        rows = []
+        rows, before = [], self.n_truncated
         for i, (prompt, solution) in enumerate(zip(prompts, solutions, strict=True)):
             try:
                 rows.append(self.encode(prompt, solution))
             except ValueError as err:
                 raise ValueError(f"solution {i}: {err}") from err
+        warn_truncated(self.n_truncated - before, len(rows), "solutions", self.max_length, "prompt tokens cut")
         out: list[list[float]] = [[] for _ in rows]
         for batch in length_sorted_batches(
             [len(r.input_ids) for r in rows], self.batch_size, self.max_tokens_per_batch

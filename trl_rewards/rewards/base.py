@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -76,9 +78,17 @@ def move_to_device(model, device: torch.device):
 
 
 class ModelBackedReward:
-    """Shared source handling, device placement and pickling of the model-based reward functions."""
+    """
+    Shared source handling, device placement, pickling and thread safety of the model-based reward functions.
+
+    A call ([`__call__`]) checks the inputs and runs the subclass's `_rewards` under a per-instance lock: TRL's
+    async rollout and users' thread pools may call one reward function from several threads, which must load the
+    model once and count truncations exactly. (Calls of one instance are serialized; the model itself is the
+    bottleneck of a call anyway.)
+    """
 
     def _init_source(self, model, tokenizer, device, load_options: dict[str, Any]) -> None:
+        self._lock = threading.RLock()
         self.device = torch.device(device) if device is not None else default_device()
         # What the user gave, kept for pickling; `_tokenizer` is the tokenizer in use once the model is loaded.
         self._tokenizer_source = tokenizer
@@ -104,7 +114,12 @@ class ModelBackedReward:
         raise NotImplementedError
 
     def _load(self):
-        """Loads (once) and returns `(model, tokenizer)`, on `self.device` and in eval mode."""
+        """Loads (once, whichever thread asks first) and returns `(model, tokenizer)`, on `self.device`, in eval
+        mode."""
+        with self._lock:
+            return self._load_once()
+
+    def _load_once(self):
         if self._model is None:
             model, tokenizer = self._load_from_path()
             source = self._tokenizer_source
@@ -115,6 +130,31 @@ class ModelBackedReward:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state.pop("_lock", None)  # locks do not pickle; a new one is made on unpickling
         if self._path is not None:  # reloaded from the path on the first call after unpickling
             state["_model"] = state["_tokenizer"] = state["_scorer"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def _rewards(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float | None]:
+        """The rewards of one checked call (prompts and completions of equal length)."""
+        raise NotImplementedError
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
+    ) -> list[float | None]:
+        for name, value in (("prompts", prompts), ("completions", completions)):
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+                raise TypeError(f"{self.__name__}: {name} must be a list, got {type(value).__name__}")
+        if len(prompts) != len(completions):
+            raise ValueError(f"{self.__name__}: got {len(prompts)} prompts but {len(completions)} completions")
+        for i, completion in enumerate(completions):
+            if not isinstance(completion, str) and not is_conversational(completion):
+                raise TypeError(
+                    f"{self.__name__}: completion {i} is {type(completion).__name__}, not text or a list of messages"
+                )
+        with self._lock:
+            return self._rewards(prompts, completions, **kwargs)

@@ -226,12 +226,12 @@ class RewardEnsemble:
             if value is None:
                 values.append(math.nan)
                 continue
-            try:
-                value = float(value)
-            except (TypeError, ValueError) as error:
+            if isinstance(value, bool | str | bytes) or not isinstance(value, int | float | np.number):
+                # float("1.5") or float(True) would pass silently: a member returning them has a bug
                 raise RewardEnsembleMemberError(
                     f"reward ensemble {self.__name__!r}: member {name!r} returned {value!r} at index {i}, not a number"
-                ) from error
+                )
+            value = float(value)
             if math.isinf(value):
                 raise RewardEnsembleMemberError(
                     f"reward ensemble {self.__name__!r}: member {name!r} returned {value} at index {i}"

@@ -126,10 +126,11 @@ class RewardModelFunction(ModelBackedReward):
             self._build_scorer()  # a loaded model: fail now on a missing statistic or head, not at the first step
 
     def _build_scorer(self) -> RewardScorer:
-        if self._scorer is None:
-            model, tokenizer = self._load()
-            self._scorer = RewardScorer(model, tokenizer, device=self.device, **self.scorer_options)
-        return self._scorer
+        with self._lock:
+            if self._scorer is None:
+                model, tokenizer = self._load()
+                self._scorer = RewardScorer(model, tokenizer, device=self.device, **self.scorer_options)
+            return self._scorer
 
     def _load_from_path(self):
         source = self._tokenizer_source
@@ -140,6 +141,7 @@ class RewardModelFunction(ModelBackedReward):
             num_labels=1,
             tokenizer_name_or_path=tokenizer_path,
             partition_under_zero3=False,
+            require_trained_head=True,
             **self._load_options,
         )
 
@@ -153,11 +155,7 @@ class RewardModelFunction(ModelBackedReward):
         """The underlying [`~trl_rewards.inference.sequence_scoring.RewardScorer`] (loads the model if needed)."""
         return self._build_scorer()
 
-    def __call__(
-        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
-    ) -> list[float | None]:
-        if len(prompts) != len(completions):
-            raise ValueError(f"{self.__name__}: got {len(prompts)} prompts but {len(completions)} completions")
+    def _rewards(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float | None]:
         scorer = self._build_scorer()
         if any(is_conversational(p) or is_conversational(c) for p, c in zip(prompts, completions, strict=True)):
             if any(isinstance(p, str) for p in prompts):
@@ -264,12 +262,13 @@ class ProcessRewardFunction(ModelBackedReward):
         )
 
     def _build_scorer(self):
-        if self._scorer is None:
-            model, tokenizer = self._load()
-            self._scorer = ProcessRewardScorer(
-                model, tokenizer, model_style=self.model_style, device=self.device, **self.scorer_kwargs
-            )
-        return self._scorer
+        with self._lock:
+            if self._scorer is None:
+                model, tokenizer = self._load()
+                self._scorer = ProcessRewardScorer(
+                    model, tokenizer, model_style=self.model_style, device=self.device, **self.scorer_kwargs
+                )
+            return self._scorer
 
     def load(self) -> ProcessRewardFunction:
         """Loads the PRM now instead of on the first call (to fail early); returns `self`."""
@@ -285,11 +284,7 @@ class ProcessRewardFunction(ModelBackedReward):
         """The non-empty, stripped steps of a completion (a string or a list of messages)."""
         return split_steps(message_text(completion), self.step_separator)
 
-    def __call__(
-        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
-    ) -> list[float | None]:
-        if len(prompts) != len(completions):
-            raise ValueError(f"{self.__name__}: got {len(prompts)} prompts but {len(completions)} completions")
+    def _rewards(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float | None]:
         scorer = self._build_scorer()
         steps = [self.split_steps(completion) for completion in completions]
         rows = [i for i, row_steps in enumerate(steps) if row_steps]

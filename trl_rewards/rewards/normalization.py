@@ -151,7 +151,14 @@ def sigmoid_squash(rewards: torch.Tensor, temperature: float = 1.0, center: floa
 def _as_tensor(values: torch.Tensor | Sequence[float | None]) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         return values
-    return torch.tensor([math.nan if v is None else float(v) for v in values])
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise TypeError(f"rewards must be a tensor or a sequence of numbers or None, got {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise TypeError(f"reward {i} is {v!r} ({type(v).__name__}); rewards are numbers or None")
+        out.append(math.nan if v is None else float(v))
+    return torch.tensor(out)
 
 
 class RunningZScore:
@@ -164,17 +171,32 @@ class RunningZScore:
     hold identical statistics (those of the union of their batches). `update` is then a collective: call it on every
     rank the same number of times, with empty or all-NaN batches where a rank has nothing, and freeze all ranks alike.
 
+    **Floor.** A running std can be (near) 0: a binary reward that was 0 for 1,000 samples, or a frozen normalizer
+    whose statistics saw one value. Divided by `0 + eps`, the first success would become a z-score of ~1e6 and
+    dominate every other member. The scale is therefore `max(std, min_std) + eps`; `min_std` is in reward units
+    (default 0.01: a lone success after 1,000 zeros gets z = 0.999 / 0.0316 ≈ 31.6 from the data itself, and a
+    success after only zeros gets at most 1 / 0.01 = 100). Raise it for rewards on a coarse scale.
+
+    **Non-finite rewards.** `±inf` is not a reward: it is left out of the statistics (as NaN is) and normalizes to
+    NaN ("no reward" for TRL), with one warning, so one overflow cannot turn every later output into NaN.
+
     Args:
         eps (`float`, *optional*, defaults to `1e-6`):
             Added to the running (population) std.
         sync (`bool`, *optional*, defaults to `True`):
             All-gather the statistics across ranks on each update. With `False` each rank keeps its own.
+        min_std (`float`, *optional*, defaults to `0.01`):
+            Floor of the std used to scale (see "Floor").
     """
 
-    def __init__(self, eps: float = 1e-6, sync: bool = True):
+    def __init__(self, eps: float = 1e-6, sync: bool = True, min_std: float = 1e-2):
         _check_eps(eps)
+        if not min_std >= 0:
+            raise ValueError(f"min_std must be >= 0, got {min_std}")
         self.eps = eps
         self.sync = sync
+        self.min_std = min_std
+        self._warned_non_finite = False
         self.count = 0
         self.mean = 0.0
         self.m2 = 0.0
@@ -206,7 +228,8 @@ class RunningZScore:
         if self.frozen:
             return
         x = _as_tensor(values).detach().to(torch.float64).flatten()
-        x = x[~torch.isnan(x)]
+        self._warn_non_finite(x)
+        x = x[torch.isfinite(x)]
         n = x.numel()
         mean = x.mean().item() if n else 0.0
         m2 = ((x - mean) ** 2).sum().item() if n else 0.0
@@ -221,6 +244,20 @@ class RunningZScore:
                 self._merge(round(count), mean, m2)
         else:
             self._merge(n, mean, m2)
+
+    def _warn_non_finite(self, x: torch.Tensor) -> None:
+        if not self._warned_non_finite and bool(torch.isinf(x).any()):
+            self._warned_non_finite = True
+            warnings.warn(
+                "RunningZScore got an infinite reward: it is left out of the statistics and normalized to NaN (no "
+                "reward); check the reward function that produced it",
+                stacklevel=3,
+            )
+
+    @property
+    def scale(self) -> float:
+        """What [`normalize`] divides by: `max(std, min_std) + eps` once 2 samples were seen, else 1."""
+        return max(self.std, self.min_std) + self.eps if self.count >= 2 else 1.0
 
     def normalize(self, values: torch.Tensor | Sequence[float | None], update: bool = True) -> torch.Tensor:
         r"""
@@ -238,14 +275,17 @@ class RunningZScore:
                 Update the statistics first (ignored when frozen).
 
         Returns:
-            `torch.Tensor` of the same shape: `(x - mean) / (std + eps)`, or `x - mean` while fewer than 2 samples
-            have been seen. NaN stays NaN.
+            `torch.Tensor` of the same shape: `(x - mean) / (max(std, min_std) + eps)`, or `x - mean` while fewer
+            than 2 samples have been seen. NaN stays NaN; `±inf` becomes NaN.
         """
         x = _as_tensor(values)
         if update:
             self.update(x)
-        scale = self.std + self.eps if self.count >= 2 else 1.0
-        return ((x.to(torch.float64) - self.mean) / scale).to(_float_dtype(x))
+        else:
+            self._warn_non_finite(x.detach().to(torch.float64))
+        out = (x.to(torch.float64) - self.mean) / self.scale
+        out = torch.where(torch.isinf(x.to(torch.float64)), torch.nan, out)
+        return out.to(_float_dtype(x))
 
     def freeze(self) -> None:
         """Stop updating the statistics (e.g. for evaluation)."""
@@ -268,7 +308,7 @@ class RunningZScore:
 
     def state_dict(self) -> dict[str, float | int | bool]:
         """Statistics and frozen flag, JSON-serializable (Python floats round-trip exactly through JSON)."""
-        return {"count": self.count, "mean": self.mean, "m2": self.m2, "frozen": self.frozen}
+        return {"count": self.count, "mean": self.mean, "m2": self.m2, "frozen": self.frozen, "min_std": self.min_std}
 
     def load_state_dict(self, state: Mapping[str, float | int | bool]) -> None:
         """Restore what [`state_dict`] returned."""
@@ -279,6 +319,7 @@ class RunningZScore:
             raise ValueError(f"RunningZScore state has a negative count or m2: {dict(state)}")
         self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
         self.frozen = bool(state["frozen"])
+        self.min_std = float(state.get("min_std", self.min_std))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write [`state_dict`] to `path` as JSON."""

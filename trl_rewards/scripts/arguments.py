@@ -62,7 +62,8 @@ class ScorerArguments:
         batch_size (`int`, *optional*, defaults to `32`): most sequences per forward pass.
         max_tokens_per_batch (`int`, *optional*): most padded tokens per forward pass.
         max_length (`int`, *optional*): longer sequences are truncated as in training (counted in the report);
-            default: the tokenizer's `model_max_length` when it sets one, else no truncation.
+            default: the model's position limit (`max_position_embeddings`, or a smaller tokenizer
+            `model_max_length`), so no sequence can exceed what the model reads.
         normalize (`bool`, *optional*, defaults to `False`): z-score with the `reward_mean`/`reward_std` stored in the
             model config by our trainers.
         dtype (`str`, *optional*): weights dtype; default: transformers' default.
@@ -75,9 +76,7 @@ class ScorerArguments:
     max_tokens_per_batch: int | None = field(default=None, metadata={"help": "Most padded tokens per forward pass."})
     max_length: int | None = field(
         default=None,
-        metadata={
-            "help": "Truncate longer sequences as in training (default: the tokenizer's model_max_length when set)."
-        },
+        metadata={"help": "Truncate longer sequences as in training (default: the model's position limit)."},
     )
     normalize: bool = field(
         default=False, metadata={"help": "Z-score with the reward_mean/reward_std stored in the model config."}

@@ -13,6 +13,7 @@ so `--config file.yaml` and command-line flags set the same fields.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 logger = logging.getLogger("trl_rewards")
@@ -26,10 +27,12 @@ commands:
   merge        merge a LoRA reward-model adapter and its head into a plain model
   demo         the whole pipeline on embedded data, offline, on CPU
   eval         evaluate a reward model on preference pairs: results.json, report.md, plots
+  eval-steps   evaluate a process reward model on ProcessBench or PRMBench rows: results.json, report.md
   score        score (prompt, completion) rows of a .jsonl file
   configs      write the packaged DeepSpeed/accelerate configs into ./deepspeed_configs
 
-Run `trl-rewards <command> --help` for the options of a command."""
+Run `trl-rewards <command> --help` for the options of a command. Errors print one line; set TRL_REWARDS_DEBUG=1
+for the full traceback."""
 
 
 def _setup_logging() -> None:
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from .eval import evaluate
 
         evaluate(rest)
+    elif command == "eval-steps":
+        from .eval_steps import eval_steps
+
+        eval_steps(rest)
     elif command == "score":
         from .eval import score
 
@@ -78,5 +85,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+DEBUG_VARIABLE = "TRL_REWARDS_DEBUG"
+
+
+def console(argv: list[str] | None = None) -> int:
+    """
+    The `trl-rewards` entry point: [`main`], with any error printed as one line, `trl-rewards: error: ...`, naming
+    what is at fault (file, row, field or option), and exit status 1 (2 for usage errors, as argparse does). Set
+    `TRL_REWARDS_DEBUG=1` for the full traceback. `main` itself raises, for use from Python.
+    """
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("trl-rewards: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if os.environ.get(DEBUG_VARIABLE, "").lower() not in ("", "0", "false"):
+            raise
+        message = " ".join(str(error).split()) or "(no message)"
+        if not isinstance(error, ValueError | FileNotFoundError | FileExistsError | TypeError):
+            message = f"{type(error).__name__}: {message}"  # unexpected: say what kind of failure it was
+        print(f"trl-rewards: error: {message} (set {DEBUG_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -7,10 +7,12 @@ import logging
 import os
 from typing import Any
 
-from ..data.loading import FILE_BUILDERS, load_table
+from ..data.loading import FILE_BUILDERS
+from ..data.preference import validate_preference_rows
 from ..evaluation.report import write_report
 from ..evaluation.runner import evaluate_preferences
 from .arguments import EvalArguments, ScoreArguments, ScorerArguments
+from .inputs import check_output_dir, check_output_file, check_rows, read_split
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +48,14 @@ def load_scorer(model_name_or_path: str, args) -> Any:
     load_kwargs = {}
     if args.dtype is not None:
         load_kwargs["dtype"] = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    model, tokenizer = load_reward_model(model_name_or_path, **load_kwargs)
+    model, tokenizer = load_reward_model(model_name_or_path, require_trained_head=True, **load_kwargs)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    max_length = args.max_length
-    if max_length is None and tokenizer.model_max_length < 1_000_000:  # transformers' "unset" is ~1e30
-        max_length = int(tokenizer.model_max_length)
-    scorer = RewardScorer(
+    scorer = RewardScorer(  # moves the model to `device`; max_length None: the model's position limit
         model,
         tokenizer,
         batch_size=args.batch_size,
         max_tokens_per_batch=args.max_tokens_per_batch,
-        max_length=max_length,
+        max_length=args.max_length,
         device=device,
         normalize=args.normalize,
     )
@@ -95,13 +93,16 @@ def run_eval(eval_args, scorer_args) -> dict[str, Any]:
             f"--model got {len(eval_args.model)} models: ensembles are not wired to the CLI yet; evaluate one from "
             "Python with evaluate_preferences(as_scorer(ensemble), dataset)"
         )
+    # Everything that can fail without a model fails before it loads: options, output folder, every data row.
     category_weights = load_category_weights(eval_args.category_weights)
     split = _resolve_split(eval_args.dataset, eval_args.split)
+    check_output_dir(eval_args.output_dir)
     if eval_args.plots:
         from ..evaluation.plots import _figure
 
         _figure()  # fail on a missing matplotlib before scoring, not after
-    dataset = load_table(eval_args.dataset, split, eval_args.dataset_config, eval_args.max_samples)
+    dataset = read_split(eval_args.dataset, split, eval_args.dataset_config, eval_args.max_samples, "eval data")
+    check_rows(validate_preference_rows, dataset, "eval data", eval_args.dataset)
     scorer = load_scorer(eval_args.model[0], scorer_args)
     results = evaluate_preferences(
         scorer,
@@ -144,7 +145,8 @@ def score_file(score_args, scorer_args) -> str:
     for name in ("model", "input", "output"):
         if not getattr(score_args, name):
             raise ValueError(f"--{name} is required")
-    table = load_table(score_args.input)
+    check_output_file(score_args.output)
+    table = read_split(score_args.input, "train", None, None, "--input")
     if "completion" not in table.column_names:
         raise ValueError(f"{score_args.input!r} needs a 'completion' column; columns are {table.column_names}")
     if "score" in table.column_names:
@@ -167,7 +169,7 @@ def evaluate(argv: list[str]) -> dict:
     """`trl-rewards eval`: categorized evaluation of a reward model, written as results.json, report.md and PNGs."""
     from trl import TrlParser
 
-    parser = TrlParser((EvalArguments, ScorerArguments), prog="trl-rewards eval")
+    parser = TrlParser((EvalArguments, ScorerArguments), prog="trl-rewards eval", allow_abbrev=False)
     eval_args, scorer_args = parser.parse_args_and_config(argv)
     return run_eval(eval_args, scorer_args)
 
@@ -176,6 +178,6 @@ def score(argv: list[str]) -> str:
     """`trl-rewards score`: adds a `score` to every (prompt, completion) row of a file."""
     from trl import TrlParser
 
-    parser = TrlParser((ScoreArguments, ScorerArguments), prog="trl-rewards score")
+    parser = TrlParser((ScoreArguments, ScorerArguments), prog="trl-rewards score", allow_abbrev=False)
     score_args, scorer_args = parser.parse_args_and_config(argv)
     return score_file(score_args, scorer_args)

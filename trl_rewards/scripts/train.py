@@ -1,51 +1,100 @@
 """`trl-rewards train bt|prm|orm`: parse the trainer's config (flags and YAML), load data and model, train, save.
 
-The trainers and TRL's parser are imported inside each command, so `trl-rewards --help` and the other commands do
-not load the Trainer stack.
+Order matters for a user's time: options, the checkpoint to resume, the output folder and every data row are checked
+before any model loads; the run is seeded before the model loads (a new reward head is initialized then), so one
+seed gives one result; `--resume_from_checkpoint` resumes exactly (weights, optimizer, scheduler, data order, RNG).
+The trainers and TRL's parser are imported inside each command, so `trl-rewards --help` stays light.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
-from ..data.loading import has_split, load_table
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data.loading import has_split
+from ..data.outcome import validate_outcome_rows
+from ..data.preference import validate_preference_rows
+from ..data.stepwise import validate_stepwise_rows
 from ..modeling import PRM_HEADS, load_process_reward_model, load_reward_model, reward_peft_config
 from .arguments import DatasetArguments
+from .inputs import InputError, check_output_dir, check_rows, read_split
 
 logger = logging.getLogger(__name__)
 
 
-def _load_splits(data_args, model_args=None):
+def _load_splits(data_args, validate):
+    """Train and eval splits, each read with errors naming the file and checked row by row (`validate`) before any
+    model loads; a broken eval file says it is the eval file."""
     if data_args.dataset_name is None:
-        raise SystemExit("error: --dataset_name is required (a local file, a saved dataset folder or a Hub name)")
-    train = load_table(
-        data_args.dataset_name, data_args.dataset_train_split, data_args.dataset_config, data_args.max_train_samples
+        raise InputError("--dataset_name is required (a local file, a saved dataset folder or a Hub name)")
+    name = data_args.dataset_name
+    train = read_split(
+        name, data_args.dataset_train_split, data_args.dataset_config, data_args.max_train_samples, "train data"
     )
-    eval_dataset = None
-    if data_args.eval_dataset_name is not None:
-        eval_dataset = load_table(
-            data_args.eval_dataset_name,
-            data_args.dataset_test_split,
-            data_args.dataset_config,
-            data_args.max_eval_samples,
-        )
-    elif has_split(data_args.dataset_name, data_args.dataset_test_split, data_args.dataset_config):
-        eval_dataset = load_table(
-            data_args.dataset_name, data_args.dataset_test_split, data_args.dataset_config, data_args.max_eval_samples
-        )
+    check_rows(validate, train, "train data", name)
+    eval_name = data_args.eval_dataset_name
+    if eval_name is None and has_split(name, data_args.dataset_test_split, data_args.dataset_config):
+        eval_name = name
+    if eval_name is None:
+        return train, None
+    eval_dataset = read_split(
+        eval_name, data_args.dataset_test_split, data_args.dataset_config, data_args.max_eval_samples, "eval data"
+    )
+    check_rows(validate, eval_dataset, "eval data", eval_name)
     return train, eval_dataset
 
 
-def _parse(config_cls, kind: str, argv: list[str]):
-    """`(training_args, model_args, train_dataset, eval_dataset)` of `train <kind>`; the data loads before any model,
-    so a wrong path fails first."""
+def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """
+    The checkpoint `--resume_from_checkpoint` names: a checkpoint folder (it must hold `trainer_state.json`), or
+    `true` / `last` for the newest `checkpoint-*` in `output_dir`. Checked before anything loads.
+    """
+    if value is None or str(value).lower() in ("false", "none", ""):
+        return None
+    if str(value).lower() in ("true", "last"):
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise InputError(f"--resume_from_checkpoint {value}: {output_dir!r} holds no checkpoint-* folder")
+        return last
+    if not os.path.isfile(os.path.join(value, "trainer_state.json")):
+        raise InputError(
+            f"--resume_from_checkpoint {value!r} is not a checkpoint folder (no trainer_state.json); pass a "
+            "checkpoint-N folder, or `true` for the last one in --output_dir"
+        )
+    return value
+
+
+def _parse(config_cls, kind: str, argv: list[str], validate):
+    """`(training_args, model_args, train_dataset, eval_dataset)` of `train <kind>`. Everything that can be checked
+    without a model is checked first (options, checkpoint, output folder, every data row); then the run is seeded, so
+    that a head initialized at load time is the same in every run with this seed."""
     from trl import ModelConfig, TrlParser
 
-    parser = TrlParser((DatasetArguments, config_cls, ModelConfig), prog=f"trl-rewards train {kind}")
+    parser = TrlParser(
+        (DatasetArguments, config_cls, ModelConfig), prog=f"trl-rewards train {kind}", allow_abbrev=False
+    )
     data_args, training_args, model_args = parser.parse_args_and_config(argv)
     if model_args.model_name_or_path is None:
-        raise SystemExit("error: --model_name_or_path is required")
-    return training_args, model_args, *_load_splits(data_args)
+        raise InputError("--model_name_or_path is required")
+    training_args.resume_from_checkpoint = resolve_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
+    check_output_dir(training_args.output_dir)
+    splits = _load_splits(data_args, validate)
+    set_seed(training_args.seed)
+    return training_args, model_args, *splits
+
+
+def _load_kwargs(training_args) -> dict:
+    """`from_pretrained` options the trainer config carries (TRL's `model_init_kwargs`, `trust_remote_code`)."""
+    kwargs = dict(getattr(training_args, "model_init_kwargs", None) or {})
+    if getattr(training_args, "trust_remote_code", False):
+        kwargs["trust_remote_code"] = True
+    return kwargs
 
 
 def _train_and_save(trainer_cls, model, tokenizer, training_args, train_dataset, eval_dataset, peft_config) -> dict:
@@ -57,7 +106,17 @@ def _train_and_save(trainer_cls, model, tokenizer, training_args, train_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.train()
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is not None:
+        with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+            step = json.load(f)["global_step"]
+        logger.info("resuming from %s (step %d)", checkpoint, step)
+        print(f"resuming from {checkpoint} at step {step}", flush=True)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.state.global_step == 0:
+        raise InputError(
+            "training ran 0 steps (check --num_train_epochs / --max_steps against the dataset size); nothing saved"
+        )
     results = trainer.evaluate() if eval_dataset is not None else {}
     trainer.save_model(training_args.output_dir)
     for name, report in trainer.length_reports.items():
@@ -71,8 +130,8 @@ def train_bt(argv: list[str]) -> dict:
     from ..trainers.bt_config import BradleyTerryConfig
     from ..trainers.bt_trainer import BradleyTerryTrainer
 
-    args, model_args, train_dataset, eval_dataset = _parse(BradleyTerryConfig, "bt", argv)
-    model, tokenizer = load_reward_model(model_args.model_name_or_path, model_args=model_args)
+    args, model_args, train_dataset, eval_dataset = _parse(BradleyTerryConfig, "bt", argv, validate_preference_rows)
+    model, tokenizer = load_reward_model(model_args.model_name_or_path, model_args=model_args, **_load_kwargs(args))
     peft_config = reward_peft_config(model_args, head="sequence")
     return _train_and_save(BradleyTerryTrainer, model, tokenizer, args, train_dataset, eval_dataset, peft_config)
 
@@ -82,9 +141,11 @@ def train_prm(argv: list[str]) -> dict:
     from ..trainers.prm_config import ProcessRewardConfig
     from ..trainers.prm_trainer import ProcessRewardTrainer
 
-    args, model_args, train_dataset, eval_dataset = _parse(ProcessRewardConfig, "prm", argv)
+    args, model_args, train_dataset, eval_dataset = _parse(ProcessRewardConfig, "prm", argv, validate_stepwise_rows)
     style = args.model_style
-    model, tokenizer = load_process_reward_model(model_args.model_name_or_path, style, model_args=model_args)
+    model, tokenizer = load_process_reward_model(
+        model_args.model_name_or_path, style, model_args=model_args, **_load_kwargs(args)
+    )
     peft_config = reward_peft_config(model_args, head=PRM_HEADS[style])
     return _train_and_save(ProcessRewardTrainer, model, tokenizer, args, train_dataset, eval_dataset, peft_config)
 
@@ -94,7 +155,7 @@ def train_orm(argv: list[str]) -> dict:
     from ..trainers.orm_config import OutcomeRewardConfig
     from ..trainers.orm_trainer import OutcomeRewardTrainer
 
-    args, model_args, train_dataset, eval_dataset = _parse(OutcomeRewardConfig, "orm", argv)
-    model, tokenizer = load_reward_model(model_args.model_name_or_path, model_args=model_args)
+    args, model_args, train_dataset, eval_dataset = _parse(OutcomeRewardConfig, "orm", argv, validate_outcome_rows)
+    model, tokenizer = load_reward_model(model_args.model_name_or_path, model_args=model_args, **_load_kwargs(args))
     peft_config = reward_peft_config(model_args, head="sequence")
     return _train_and_save(OutcomeRewardTrainer, model, tokenizer, args, train_dataset, eval_dataset, peft_config)

@@ -9,22 +9,77 @@ the last log in training. [`RewardTrainerMixin`] holds that logic once for all t
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from dataclasses import fields
+from enum import Enum
 
 import torch
+from transformers import AutoConfig
 from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import global_then_local_main_first
 
-from ..modeling import is_decoder_model, keep_reward_head_fp32
+from ..modeling import is_decoder_model, keep_reward_head_fp32, position_limit
+
+logger = logging.getLogger(__name__)
+
+
+def _trl_base_config(config_cls) -> type | None:
+    """The public TRL config class that `config_cls` extends (`trl.RewardConfig` for our BT and ORM configs)."""
+    for base in config_cls.__mro__[1:]:
+        if base.__module__.split(".")[0] == "trl" and not base.__name__.startswith("_"):
+            return base
+    return None
 
 
 def check_config(args, config_cls, default_output_dir: str):
-    """`args` if it is a `config_cls`, a default one for `None`, else a `TypeError` that names the expected class."""
+    """
+    `args` if it is a `config_cls`, a default one for `None`, and an instance of the TRL config `config_cls` extends
+    (e.g. a `trl.RewardConfig` given to [`BradleyTerryTrainer`], as TRL's own trainer takes it) converted to a
+    `config_cls`: every TRL field copied, our defaults for the fields it lacks (logged). Anything else is a
+    `TypeError` naming the accepted classes.
+    """
     if args is None:
         return config_cls(default_output_dir)
-    if not isinstance(args, config_cls):
-        raise TypeError(f"args must be a {config_cls.__name__}, got {type(args).__name__}")
-    return args
+    if isinstance(args, config_cls):
+        return args
+    parent = _trl_base_config(config_cls)
+    if parent is None or not isinstance(args, parent):
+        accepted = config_cls.__name__ + (f" or a trl.{parent.__name__}" if parent else "")
+        raise TypeError(f"args must be a {accepted}, got {type(args).__name__}")
+    copied = {f.name: getattr(args, f.name) for f in fields(parent) if f.init and hasattr(args, f.name)}
+    # TrainingArguments.__post_init__ turns strings into enums; pass the values so that it can run again
+    copied = {name: value.value if isinstance(value, Enum) else value for name, value in copied.items()}
+    ours = [f for f in fields(config_cls) if f.init and f.name not in copied]
+    config = config_cls(**copied)
+    logger.info(
+        "args is a %s: converted to %s with its values; fields it lacks keep their defaults: %s",
+        type(args).__name__,
+        config_cls.__name__,
+        ", ".join(f"{f.name}={getattr(config, f.name)!r}" for f in ours) or "none",
+    )
+    return config
+
+
+def clamp_max_length(args, model, processing_class) -> None:
+    """
+    Lowers `args.max_length` to the model's position limit (`modeling.position_limit`) when it is larger or unset,
+    with one warning: a row longer than the model reads would otherwise crash training at its first batch (or, for
+    a long-tail row, hours in). `model` may be a name (its config is read).
+    """
+    if getattr(args, "max_length", None) is not None and args.max_length <= 0:
+        return
+    config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model
+    limit = position_limit(config, processing_class)
+    if limit is not None and (args.max_length is None or args.max_length > limit):
+        logger.warning(
+            "max_length=%s exceeds the %d positions the model reads: using max_length=%d (longer rows: too_long=%r)",
+            args.max_length,
+            limit,
+            limit,
+            args.too_long,
+        )
+        args.max_length = limit
 
 
 class RewardTrainerMixin:

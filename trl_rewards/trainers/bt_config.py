@@ -26,8 +26,9 @@ class BradleyTerryConfig(TrainingFields, CalibrationField, RewardConfig):
             `ε` in `[0, 0.5)`: the target probability that `chosen` is better becomes `p (1 - ε) + (1 - p) ε`
             (with `p` the row's soft `label`, or 1).
         tie_policy (`str`, *optional*, defaults to `"loss"`):
-            How a pair with equal rewards counts in the logged accuracy: `"loss"` (a tie is not a win), `"half"`
-            or `"exclude"`.
+            How a pair with equal rewards (or a soft `label` of 0.5) counts in the logged accuracy: `"loss"` (a tie
+            is not a win), `"half"` or `"exclude"` (a log where every pair ties reports a NaN accuracy beside
+            `tie_rate`, with one warning).
         calibration_bins (`int`, *optional*, defaults to `10`):
             Number of confidence bins of the logged expected calibration error.
         store_reward_stats (`bool`, *optional*, defaults to `True`):
@@ -41,7 +42,11 @@ class BradleyTerryConfig(TrainingFields, CalibrationField, RewardConfig):
     )
     tie_policy: str = field(
         default="loss",
-        metadata={"help": "How equal rewards count in the logged accuracy.", "choices": list(TIE_POLICIES)},
+        metadata={
+            "help": "How equal rewards (or a label of 0.5) count in the logged accuracy; under 'exclude' a log of "
+            "only ties reports NaN.",
+            "choices": list(TIE_POLICIES),
+        },
     )
     store_reward_stats: bool = field(
         default=True,

@@ -6,8 +6,17 @@ What differs from `trl.RewardTrainer`, and nothing else is overridden:
   reported), soft `label` and `margin` columns, a `length` column for length-grouped batching;
 - the loss: `losses.bradley_terry_loss` (margin, soft target, label smoothing) + optional reward centering;
 - metrics: computed over every pair since the last log (the whole eval set at evaluation) rather than averaged
-  per batch ([`RewardTrainerMixin`]), so accuracy (with a tie policy) and calibration error are exact;
+  per batch ([`RewardTrainerMixin`]), so accuracy (with a tie policy) and calibration error are exact; they are
+  measured against each pair's `label` when there is one (`evaluation.preference_labels`: a pair labelled 0 that the
+  model orders rejected-first is right). Under `tie_policy="exclude"` a log where every pair ties (a collapsed head)
+  reports a NaN accuracy beside `tie_rate` 1.0, with one warning, instead of stopping training;
+- non-finite rewards stop training with an error that names the side, the step and the likely causes;
 - after `train()`, the reward mean/std on the eval set are written into the model config.
+
+Everything `trl.RewardTrainer` accepts is accepted: a `trl.RewardConfig` (converted, `trainers.base.check_config`),
+streaming `IterableDataset`s (training then needs `max_steps`, as in TRL; their length reports count the pairs read
+so far, `data.streaming`), tool-call conversations with `tools`, per-row `chat_template_kwargs`, and TRL's legacy
+`chosen_input_ids`/`rejected_input_ids` columns (`data.preference`).
 """
 
 from __future__ import annotations
@@ -17,14 +26,16 @@ import logging
 import numpy as np
 import torch
 from accelerate.utils import is_peft_model
+from datasets import IterableDataset
 from trl import RewardTrainer
 
 from ..data.collators import PreferenceCollator
 from ..data.preference import tokenize_preferences
 from ..evaluation import metrics
+from ..evaluation.preference_labels import labelled_accuracy, labelled_calibration_error, oriented_pairs
 from ..losses import bradley_terry_loss, reward_centering_loss, smoothed_target
 from ..modeling import save_reward_stats
-from .base import RewardTrainerMixin, check_config
+from .base import RewardTrainerMixin, check_config, clamp_max_length
 from .bt_config import BradleyTerryConfig
 
 logger = logging.getLogger(__name__)
@@ -49,7 +60,9 @@ class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
 
     def __init__(self, model, args: BradleyTerryConfig | None = None, *pos, **kwargs):
         args = check_config(args, BradleyTerryConfig, "bradley-terry-reward-model")
+        clamp_max_length(args, model, kwargs.get("processing_class"))
         self.length_reports = {}
+        self._warned_all_ties = False
         super().__init__(model, args, *pos, **kwargs)
         self._setup_reward_model(PreferenceCollator)
 
@@ -79,18 +92,45 @@ class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
             loss = loss + self.args.center_rewards_coefficient * reward_centering_loss(chosen, rejected)
 
         self._count_tokens(inputs, mode, divisor=self._tp_size)
-        self._buffer(mode, chosen=chosen.float(), rejected=rejected.float())
+        label = inputs["label"].float() if "label" in inputs else torch.ones_like(chosen, dtype=torch.float)
+        self._buffer(mode, chosen=chosen.float(), rejected=rejected.float(), label=label)
+        self._check_finite(mode)
         return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, mode: str) -> None:
+        """Raises on non-finite rewards in the batch just buffered; it is gathered, so every process raises."""
+        chosen, rejected = self._buffers[mode]["chosen"][-1], self._buffers[mode]["rejected"][-1]
+        bad = {side: int((~torch.isfinite(r)).sum()) for side, r in (("chosen", chosen), ("rejected", rejected))}
+        if not any(bad.values()):
+            return
+        sides = " and ".join(f"{n} of {len(chosen)} {side}" for side, n in bad.items() if n)
+        raise FloatingPointError(
+            f"non-finite rewards (NaN or inf) at step {self.state.global_step} ({mode}): {sides} sequences of the "
+            "batch (all processes). Likely causes: a learning rate too high (the loss diverged; lower it or add "
+            "warmup/clipping), fp16 overflow (train in bf16 or fp32), or NaN/inf weights in the model or its head."
+        )
 
     def _buffered_metrics(self, buffered: dict[str, list[torch.Tensor]]) -> dict[str, float]:
         chosen = torch.cat(buffered["chosen"]).numpy().astype(np.float64)
         rejected = torch.cat(buffered["rejected"]).numpy().astype(np.float64)
+        label = torch.cat(buffered["label"]).numpy().astype(np.float64)
         rewards = metrics.reward_statistics(np.concatenate([chosen, rejected]))
+        winner, loser = oriented_pairs(chosen, rejected, label)
+        if self.args.tie_policy == "exclude" and np.all(winner == loser):
+            accuracy = float("nan")  # undefined; raising here would stop training at a collapsed first step
+            if not self._warned_all_ties:
+                self._warned_all_ties = True
+                logger.warning(
+                    "every pair since the last log is a tie (equal rewards, or label 0.5), so the accuracy under "
+                    "tie_policy='exclude' is undefined and logged as NaN (see tie_rate); warned once"
+                )
+        else:
+            accuracy = labelled_accuracy(chosen, rejected, label, ties=self.args.tie_policy)
         return {
-            "accuracy": metrics.pairwise_accuracy(chosen, rejected, ties=self.args.tie_policy),
+            "accuracy": accuracy,
             "tie_rate": metrics.tie_rate(chosen, rejected),
             "margin": float(np.mean(chosen - rejected)),
-            "ece": metrics.pairwise_calibration_error(chosen, rejected, n_bins=self.args.calibration_bins),
+            "ece": labelled_calibration_error(chosen, rejected, label, n_bins=self.args.calibration_bins),
             "mean_reward": rewards["mean"],
             "std_reward": rewards["std"],
             "min_reward": rewards["min"],
@@ -111,9 +151,10 @@ class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
     @torch.no_grad()
     def store_reward_statistics(self, dataset=None) -> dict[str, float]:
         """
-        Scores every chosen and rejected sequence of `dataset` (default: the eval set, else the train set) and
-        stores `reward_mean`, `reward_std` (population) and `reward_stats_source` in the model config, which
-        `save_model` then writes. Returns the statistics.
+        Scores every chosen and rejected sequence of `dataset` (default: the eval set, else the train set unless it
+        is a stream, which may be endless) and stores `reward_mean`, `reward_std` (population) and
+        `reward_stats_source` in the model config, which `save_model` then writes. Returns the statistics (empty
+        when nothing was scored).
         """
         source = "custom"
         if dataset is None:
@@ -122,6 +163,12 @@ class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
                 source, dataset = next(iter(dataset.items()))
             if dataset is None:
                 dataset, source = self.train_dataset, "train"
+                if isinstance(dataset, IterableDataset):  # a training stream may be endless
+                    logger.warning(
+                        "no eval set and the train set is a stream: reward statistics not stored; call "
+                        "store_reward_statistics(dataset) with a finite dataset"
+                    )
+                    return {}
         was_training = self.model.training
         self.model.eval()
         scores = []

@@ -29,10 +29,11 @@ from trl import RewardTrainer
 
 from ..data.collators import OutcomeCollator
 from ..data.outcome_tokenization import tokenize_outcomes
+from ..data.streaming import column_names
 from ..evaluation.verifier_metrics import outcome_metrics
 from ..losses import outcome_loss, token_outcome_loss
 from ..modeling import is_decoder_model
-from .base import RewardTrainerMixin, check_config
+from .base import RewardTrainerMixin, check_config, clamp_max_length
 from .orm_config import OutcomeRewardConfig
 
 
@@ -101,6 +102,7 @@ class OutcomeRewardTrainer(RewardTrainerMixin, RewardTrainer):
 
     def __init__(self, model, args: OutcomeRewardConfig | None = None, *pos, peft_config=None, **kwargs):
         args = check_config(args, OutcomeRewardConfig, "outcome-reward-model")
+        clamp_max_length(args, model, kwargs.get("processing_class"))
         if peft_config is not None:
             peft_config = copy.deepcopy(peft_config)
             if peft_config.task_type is None:
@@ -116,7 +118,7 @@ class OutcomeRewardTrainer(RewardTrainerMixin, RewardTrainer):
         self._token_scores = _TokenScores(self.model) if args.supervision == "all_tokens" else None
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        columns = dataset.column_names
+        columns = column_names(dataset)
         if {"input_ids", "label"} <= set(columns) and "completion" not in columns:
             return dataset  # already tokenized
         return self._tokenize(

@@ -90,6 +90,10 @@ class ProcessRewardConfig(TrainingFields, _BaseConfig):
         default=None, metadata={"help": "Number of processes used to tokenize the datasets."}
     )
     disable_dropout: bool = field(default=True, metadata={"help": "Whether to disable dropout in the model."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow custom model code from the Hub when the model is loaded from a name (as TRL's)."},
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "The initial learning rate for AdamW."})
 
     def __post_init__(self):

@@ -40,7 +40,7 @@ from ..evaluation.verifier_metrics import step_metrics
 from ..losses import process_step_loss, step_tag_logits, step_tag_loss
 from ..modeling import HEADS, PEFT_TASKS, PRM_HEADS, prepare_tokenizer
 from ..step_format import FORMAT_ATTRIBUTE, IGNORE_INDEX, write_format_file
-from .base import RewardTrainerMixin, check_config
+from .base import RewardTrainerMixin, check_config, clamp_max_length
 from .prm_config import ProcessRewardConfig
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class ProcessRewardTrainer(RewardTrainerMixin, _BaseTrainer):
         if processing_class is None:
             raise ValueError("processing_class (the tokenizer) is required when model is not a name")
         _check_head(model, style)
+        clamp_max_length(args, model, processing_class)
         prepare_tokenizer(processing_class, model)
         if style == "lm":
             tag_id = _add_step_tag(model, processing_class, args.step_tag)
