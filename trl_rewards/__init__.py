@@ -33,6 +33,7 @@ _EXPORTS = {
     "load_process_reward_model": "modeling",
     "reward_peft_config": "modeling",
     "merge_adapter": "merge",
+    "average_reward_models": "merge",
     "bradley_terry_loss": "losses",
     "reward_centering_loss": "losses",
     "process_step_loss": "losses",

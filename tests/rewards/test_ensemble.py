@@ -105,7 +105,8 @@ def test_missing_members_per_aggregation():
         "mean": [4.0, 2.0, None],
         "median": [4.0, 2.0, None],
         "min": [4.0, 1.0, None],
-        "uncertainty": [4.0, 2.0 - 1.0, None],  # std of (1, 3) is 1; a lone member has std 0
+        # lambda 0.5; std of (1, 3) is 1; the lone member of row 0 is charged that mean spread too: 4 - 0.5 * 1
+        "uncertainty": [3.5, 2.0 - 0.5, None],
     }
     for aggregation, expected in cases.items():
         assert _run(RewardEnsemble(members, aggregation=aggregation, normalization="none"), n=3) == expected

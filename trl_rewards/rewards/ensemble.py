@@ -5,15 +5,22 @@ Members are any reward functions in TRL's contract (model-based [`RewardModelFun
 
 1. calls every member with the same arguments (extra keyword arguments included: members ignore what they do not
    use), turning `None` (and NaN) into "missing";
-2. z-scores each member's column with `rewards.normalization` (`"batch"`, `"running"`, `"group"` or
-   `"none"`), so members on different scales weigh what their weights say (see that module's docstring for why);
+2. z-scores each member's column with `rewards.normalization` (`"batch"`, `"running"`, `"group"`, `"calibrated"`
+   or `"none"`), so members on different scales weigh what their weights say (see that module's docstring for why).
+   `"calibrated"` uses fixed statistics per member, measured once: the scale cannot drift with the policy, and a
+   hacked member cannot hide by moving the whole batch (see [`RewardEnsemble`]);
 3. combines the members available for each sample (a missing member is left out of that sample only):
 
    - `"mean"`: `mean_k z_k`;
    - `"weighted_mean"`: `sum_k w_k z_k / sum_k w_k` over the available members;
-   - `"min"`: `min_k z_k`, the worst case (robust to one member being hacked);
-   - `"uncertainty"`: `mean_k z_k - lambda * std_k z_k` (population std across members), penalizing samples the
-     members disagree on;
+   - `"min"`: `min_k z_k` over the members available for the sample, the worst case (robust to one member being
+     hacked);
+   - `"uncertainty"`: `mean_k z_k - lambda * s`, penalizing samples the members disagree on (Coste et al. 2023),
+     with `s` the population std across the sample's members. With two members and `lambda = 1` this is exactly
+     `min` (`(a + b) / 2 - |a - b| / 2`), so the default is `lambda = 0.5`, halfway between the mean and the worst
+     case. A sample scored by fewer than two members has no spread of its own; it is charged the mean `s` of the
+     call's fully scored samples, so dropping out never earns a sample a smaller penalty (with no sample scored by
+     two members, `s = 0`);
    - `"median"`: `median_k z_k` (the mean of the two middle values for an even count).
 
    A sample that no member scores gets `None`.
@@ -49,7 +56,8 @@ from .normalization import group_zscore as _group_zscore
 logger = logging.getLogger(__name__)
 
 AGGREGATIONS = ("mean", "weighted_mean", "min", "uncertainty", "median")
-NORMALIZATIONS = ("batch", "running", "group", "none")
+NORMALIZATIONS = ("batch", "running", "group", "calibrated", "none")
+DEFAULT_UNCERTAINTY_LAMBDA = 0.5
 ON_MEMBER_ERROR = ("raise", "skip")
 
 
@@ -79,12 +87,20 @@ class RewardEnsemble:
         aggregation (`str`, *optional*, defaults to `"mean"`):
             One of `"mean"`, `"weighted_mean"`, `"min"`, `"uncertainty"`, `"median"` (see the module docstring).
         uncertainty_lambda (`float`, *optional*):
-            `lambda` of `aggregation="uncertainty"` (defaults to `1.0` there; must be >= 0); rejected otherwise.
+            `lambda` of `aggregation="uncertainty"` (defaults to `0.5` there, see the module docstring; must be >= 0);
+            rejected otherwise.
         normalization (`str`, *optional*, defaults to `"batch"`):
             Per-member z-score before combining: `"batch"` (statistics of this call's rewards), `"running"` (a
             [`~trl_rewards.rewards.normalization.RunningZScore`] per member, synchronized across processes, in
-            `normalizers`), `"group"` (within each run of `num_generations` consecutive completions, GRPO's groups)
-            or `"none"` (raw rewards: only sensible for members already on one scale).
+            `normalizers`), `"group"` (within each run of `num_generations` consecutive completions, GRPO's groups),
+            `"calibrated"` (fixed per-member statistics: `calibration`, else a member's stored ones, e.g. the
+            `reward_mean` / `reward_std` our trainers save in a reward model's config, else measured once on
+            `calibration_data`; an error names a member with none) or `"none"` (raw rewards).
+        calibration (`Mapping[str, tuple[float, float]]`, *optional*):
+            `normalization="calibrated"` only: `{member: (mean, std)}` of its raw rewards.
+        calibration_data (`Mapping[str, Sequence]`, *optional*):
+            `normalization="calibrated"` only: `{"prompts": [...], "completions": [...], **columns}` scored once by
+            every member without statistics, at construction, to measure them (NaN-aware, population std).
         num_generations (`int`, *optional*):
             Group size for (and only for) `normalization="group"`: the trainer's `num_generations`.
         eps (`float`, *optional*, defaults to `1e-6`):
@@ -119,6 +135,8 @@ class RewardEnsemble:
         eps: float = 1e-6,
         on_member_error: str = "raise",
         name: str = "reward_ensemble",
+        calibration: Mapping[str, tuple[float, float]] | None = None,
+        calibration_data: Mapping[str, Sequence] | None = None,
     ):
         self.members = self._named_members(members)
         if aggregation not in AGGREGATIONS:
@@ -135,7 +153,9 @@ class RewardEnsemble:
                 f"uncertainty_lambda only applies to aggregation='uncertainty', got aggregation={aggregation!r}"
             )
         if aggregation == "uncertainty":
-            uncertainty_lambda = 1.0 if uncertainty_lambda is None else float(uncertainty_lambda)
+            uncertainty_lambda = (
+                DEFAULT_UNCERTAINTY_LAMBDA if uncertainty_lambda is None else float(uncertainty_lambda)
+            )
             if not uncertainty_lambda >= 0:
                 raise ValueError(f"uncertainty_lambda must be >= 0, got {uncertainty_lambda}")
         if normalization == "group":
@@ -156,6 +176,11 @@ class RewardEnsemble:
             {member: RunningZScore(eps=eps) for member in self.members} if normalization == "running" else {}
         )
         self.last_metrics: dict[str, float] = {}
+        if (calibration is not None or calibration_data is not None) and normalization != "calibrated":
+            raise ValueError(
+                f"calibration and calibration_data apply to normalization='calibrated', got {normalization!r}"
+            )
+        self.calibration = self._calibrate(calibration, calibration_data) if normalization == "calibrated" else {}
 
     @staticmethod
     def _named_members(members) -> dict[str, Callable]:
@@ -188,6 +213,40 @@ class RewardEnsemble:
             if not callable(member):
                 raise TypeError(f"member {name!r} is not callable ({type(member).__name__})")
         return named
+
+    def _calibrate(self, given, data) -> dict[str, tuple[float, float]]:
+        """`{member: (mean, std)}`: given, else the member's stored statistics, else measured on `data`."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.members))
+        if unknown:
+            raise ValueError(f"calibration names no member: {unknown}; members are {list(self.members)}")
+        stats = {}
+        for name, member in self.members.items():
+            if name in given:
+                stats[name] = given[name]
+                continue
+            stored = getattr(member, "calibration_statistics", None)
+            stored = stored() if callable(stored) else None
+            if stored is not None:
+                stats[name] = stored
+            elif data is not None:
+                arguments = dict(data, completion_ids=data.get("completion_ids"))
+                column = np.asarray(self._call_member(name, member, len(data["prompts"]), arguments))
+                if np.isnan(column).all():
+                    raise ValueError(f"member {name!r} scored none of the calibration_data rows")
+                stats[name] = (float(np.nanmean(column)), float(np.nanstd(column)))
+            else:
+                raise ValueError(
+                    f"normalization='calibrated': member {name!r} has no statistics; give calibration={{{name!r}: "
+                    "(mean, std)}, calibration_data to measure them on, or a reward model whose config stores "
+                    "reward_mean / reward_std (our trainers write them)"
+                )
+        for name, (mean, std) in stats.items():
+            if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
+                raise ValueError(
+                    f"member {name!r}: calibration statistics must be finite with std >= 0, got {(mean, std)}"
+                )
+        return {name: (float(mean), float(std)) for name, (mean, std) in stats.items()}
 
     def _check_weights(self, weights, aggregation: str) -> list[float] | None:
         if aggregation != "weighted_mean":
@@ -279,6 +338,10 @@ class RewardEnsemble:
         """
         if self.normalization == "none":
             return raw.clone()
+        if self.normalization == "calibrated":
+            mean = torch.tensor([self.calibration[name][0] for name in self.members], dtype=torch.float64)
+            std = torch.tensor([self.calibration[name][1] for name in self.members], dtype=torch.float64)
+            return (raw.to(torch.float64) - mean) / (std + self.eps)
         if self.normalization == "batch":
             return batch_zscore(raw, eps=self.eps)
         if self.normalization == "group":
@@ -322,8 +385,11 @@ class RewardEnsemble:
                 out[rows] = np.nanmin(zr, axis=1)
             elif self.aggregation == "median":
                 out[rows] = np.nanmedian(zr, axis=1)
-            else:  # uncertainty
-                out[rows] = np.nanmean(zr, axis=1) - self.uncertainty_lambda * np.nanstd(zr, axis=1)
+            else:  # uncertainty: a sample with < 2 members is charged the call's mean spread (module docstring)
+                spread = np.nanstd(zr, axis=1)
+                scored = vr.sum(axis=1) >= 2
+                spread[~scored] = spread[scored].mean() if scored.any() else 0.0
+                out[rows] = np.nanmean(zr, axis=1) - self.uncertainty_lambda * spread
         return [None if math.isnan(value) else float(value) for value in out]
 
     def _metrics(self, raw: torch.Tensor, normalized: torch.Tensor, failed: list[str]) -> dict[str, float]:

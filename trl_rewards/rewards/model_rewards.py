@@ -150,6 +150,18 @@ class RewardModelFunction(ModelBackedReward):
         self._build_scorer()
         return self
 
+    def calibration_statistics(self) -> tuple[float, float] | None:
+        """
+        `(mean, std)` of this function's outputs as stored with the model: `(0, 1)` with `normalize=True` (the scorer
+        already applies the stored statistics), else the config's `reward_mean` / `reward_std` written by our
+        trainers, else `None`. Read by `RewardEnsemble(normalization="calibrated")`; loads the model if needed.
+        """
+        if self.scorer_options.get("normalize"):
+            return 0.0, 1.0
+        config = self._build_scorer().model.config
+        mean, std = getattr(config, "reward_mean", None), getattr(config, "reward_std", None)
+        return None if mean is None or std is None else (float(mean), float(std))
+
     @property
     def scorer(self) -> RewardScorer:
         """The underlying [`~trl_rewards.inference.sequence_scoring.RewardScorer`] (loads the model if needed)."""

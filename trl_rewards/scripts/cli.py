@@ -25,6 +25,7 @@ commands:
   train prm    train a process reward model (per-step labels; classifier or LM step-tag style)
   train orm    train an outcome reward model (one correctness label per solution)
   merge        merge a LoRA reward-model adapter and its head into a plain model
+  average      weight-average reward models fine-tuned from one initialization (WARM)
   demo         the whole pipeline on embedded data, offline, on CPU
   eval         evaluate a reward model on preference pairs: results.json, report.md, plots
   eval-steps   evaluate a process reward model on ProcessBench or PRMBench rows: results.json, report.md
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         from .merge import merge
 
         merge(rest)
+    elif command == "average":
+        from .merge import average
+
+        average(rest)
     elif command == "eval":
         from .eval import evaluate
 
