@@ -85,6 +85,7 @@ _EXPORTS = {
     "WinRateCallback": "callbacks",
     "NormalizerCheckpointCallback": "callbacks",
     "RewardMetricsCallback": "callbacks",
+    "RewardHackingMonitor": "callbacks",
     "attach_reward_metrics": "callbacks",
     # packaged DeepSpeed / accelerate configs
     "deepspeed_config_path": "scripts.configs",

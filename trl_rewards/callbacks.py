@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -314,3 +315,92 @@ def attach_reward_metrics(trainer, module) -> RewardMetricsCallback:
     callback = RewardMetricsCallback(module)
     trainer.callback_handler.callbacks.insert(0, callback)
     return callback
+
+
+class RewardHackingMonitor(TrainerCallback):
+    r"""
+    Instruments for reward hacking in GRPO / RLOO, logged at every logging step as `hacking/*` (TRL #6350):
+
+    - `hacking/length_spearman`: Spearman correlation between completion length (characters) and the total reward
+      (the trainer's weighted sum of its reward functions) over the last generation batch: a reward that buys length;
+    - `hacking/disagreement`: the ensemble members' disagreement (`{ensemble}/disagreement`, when one is logged);
+    - `hacking/held_out_reward` and `hacking/held_out_drop`: the mean reward of the same completions under a held-out
+      reward function the policy never trains against, and how far it fell below its first value: the optimized
+      reward rising while this one falls is the over-optimization signature (Gao et al. 2023);
+    - `hacking/kl`: the trainer's `kl`, when it logs one (`beta > 0`).
+
+    A metric above its threshold (`thresholds={"length_spearman": 0.5, "held_out_drop": 0.5, ...}`) logs one warning
+    the first time. With `plot_path`, the trajectories are drawn at the end of training. Reads the trainer's recent
+    completions and rewards (`trainer._logs`, kept by TRL's GRPO and RLOO trainers for their completion tables).
+
+    Args:
+        trainer: the GRPOTrainer / RLOOTrainer the callback is added to.
+        held_out (`Callable`, *optional*): a reward function in TRL's contract, scored but not trained on.
+        thresholds (`Mapping[str, float]`, *optional*): warning thresholds by metric name (without `hacking/`).
+        plot_path (`str`, *optional*): PNG written by `on_train_end`.
+    """
+
+    def __init__(self, trainer, held_out=None, thresholds: Mapping[str, float] | None = None, plot_path=None):
+        self.trainer, self.held_out, self.plot_path = trainer, held_out, plot_path
+        self.thresholds = dict(thresholds or {})
+        self.history: list[dict[str, Any]] = []
+        self._first_held_out: float | None = None
+        self._warned: set[str] = set()
+
+    def measure(self) -> dict[str, float | None]:
+        from scipy.stats import spearmanr
+
+        recent = self.trainer._logs
+        completions, rewards = list(recent["completion"]), recent["rewards"]
+        record: dict[str, float | None] = {}
+        if completions and rewards:
+            weights = self.trainer.reward_weights.tolist()
+            columns = np.array([list(rewards[name]) for name in rewards], dtype=np.float64)
+            total = np.nansum(columns * np.asarray(weights[: len(columns)])[:, None], axis=0)
+            lengths = [
+                len(c if isinstance(c, str) else "".join(str(m.get("content", "")) for m in c)) for c in completions
+            ]
+            constant = len(set(lengths)) < 2 or np.ptp(total) == 0
+            record["length_spearman"] = None if constant else float(spearmanr(lengths, total).statistic)
+        if self.held_out is not None and completions:
+            scores = [
+                s for s in self.held_out(prompts=list(recent["prompt"]), completions=completions) if s is not None
+            ]
+            if scores:
+                record["held_out_reward"] = float(np.mean(scores))
+                self._first_held_out = (
+                    self._first_held_out if self._first_held_out is not None else record["held_out_reward"]
+                )
+                record["held_out_drop"] = self._first_held_out - record["held_out_reward"]
+        return record
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs or not state.is_world_process_zero:
+            return control
+        record = self.measure()
+        disagreement = [v for k, v in logs.items() if k.endswith("/disagreement")]
+        if disagreement:
+            record["disagreement"] = float(disagreement[0])
+        if "kl" in logs:
+            record["kl"] = float(logs["kl"])
+        metrics = {f"hacking/{k}": v for k, v in record.items() if v is not None}
+        logs.update(metrics)
+        if state.log_history and state.log_history[-1] is not logs:
+            state.log_history[-1].update(metrics)
+        self.history.append({"step": state.global_step, **metrics})
+        for name, limit in self.thresholds.items():
+            value = record.get(name)
+            if value is not None and value > limit and name not in self._warned:
+                self._warned.add(name)
+                logger.warning(
+                    "reward hacking monitor: %s = %.3f at step %d exceeds %s", name, value, state.global_step, limit
+                )
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.plot_path is not None and self.history and state.is_world_process_zero:
+            from .evaluation.plots import plot_reward_trajectory
+
+            keys = sorted({k for record in self.history for k in record if k != "step"})
+            plot_reward_trajectory(self.history, self.plot_path, keys=keys, title="Reward-hacking instruments")
+        return control

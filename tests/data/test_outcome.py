@@ -2,7 +2,6 @@
 the question-disjoint split. Expected values were read off the files by eye."""
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -18,21 +17,16 @@ from trl_rewards.data.outcome import (
     validate_outcome_rows,
 )
 
-SHARED_DATA = Path(
-    os.environ.get("TRL_REWARDS_SHARED_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-)
 
-
-def _shared(relative: str) -> Path:
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"{path} is absent: real data lives in ../shared/data (or $TRL_REWARDS_SHARED_DATA)")
+def _shared(shared_data: Path, relative: str) -> Path:
+    path = shared_data / relative
+    assert path.exists(), f"{path} is missing from the shared data folder"
     return path
 
 
 @pytest.fixture
-def verifier_file() -> Path:
-    return _shared("gsm8k-verifier/model_solutions.train.jsonl")
+def verifier_file(shared_data) -> Path:
+    return _shared(shared_data, "gsm8k-verifier/model_solutions.train.jsonl")
 
 
 def _good_row(**overrides):
@@ -115,8 +109,8 @@ def test_extract_numeric_answer(text, expected):
 
 
 @pytest.mark.slow
-def test_extract_numeric_answer_on_every_gsm8k_train_answer():
-    path = _shared("gsm8k-verifier/gsm8k_train_questions.jsonl")
+def test_extract_numeric_answer_on_every_gsm8k_train_answer(shared_data):
+    path = _shared(shared_data, "gsm8k-verifier/gsm8k_train_questions.jsonl")
     answers = [json.loads(line)["answer"] for line in path.read_text().splitlines()]
     assert len(answers) == 7473
     final_lines = [answer.rsplit("####", 1)[1].strip().replace(",", "") for answer in answers]

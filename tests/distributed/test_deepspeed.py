@@ -23,7 +23,6 @@ HERE = Path(__file__).resolve().parent
 WORKER = HERE / "train_worker.py"
 
 
-
 @pytest.fixture(scope="module", params=["bt", "prm"])
 def runs(request, launcher, tmp_path_factory):
     kind = request.param

@@ -101,3 +101,38 @@ def test_rloo_steps_with_reward_ensemble(setup, tmp_path):
     )
     trainer.train()
     _check_logs(trainer, policy, before, ensemble)
+
+
+def test_reward_hacking_monitor_inside_grpo(setup, tmp_path, caplog):
+    """The monitor's instruments reach GRPO's logs at every logging step: the reward-length Spearman correlation of
+    the last generation batch (checked against scipy on the trainer's own completions and rewards), the ensemble's
+    disagreement, and a held-out reward model the policy is not trained on; a threshold crossing warns once; the
+    trajectories are plotted at the end."""
+    from scipy.stats import spearmanr
+
+    from trl_rewards.callbacks import RewardHackingMonitor
+
+    policy, tokenizer, ensemble, dataset = setup
+    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), scale_rewards="none", **COMMON)
+    trainer = GRPOTrainer(
+        model=policy, reward_funcs=ensemble, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    held_out = RewardModelFunction(*tiny_llama_reward_model(seed=5), name="held_out", device="cpu")
+    monitor = RewardHackingMonitor(
+        trainer, held_out=held_out, thresholds={"disagreement": -1.0}, plot_path=str(tmp_path / "hacking.png")
+    )
+    trainer.add_callback(monitor)
+    with caplog.at_level("WARNING", logger="trl_rewards.callbacks"):
+        trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        assert entry["hacking/disagreement"] == entry["ensemble/disagreement"]
+        assert math.isfinite(entry["hacking/held_out_reward"])
+    assert logs[0]["hacking/held_out_drop"] == 0.0
+    recent = trainer._logs
+    lengths = [len(c) for c in recent["completion"]]
+    expected = spearmanr(lengths, list(recent["rewards"]["ensemble"])).statistic
+    assert logs[-1].get("hacking/length_spearman", float("nan")) == pytest.approx(expected, nan_ok=True)
+    assert caplog.text.count("reward hacking monitor: disagreement") == 1
+    assert (tmp_path / "hacking.png").stat().st_size > 0

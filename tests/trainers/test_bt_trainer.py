@@ -174,7 +174,7 @@ def test_length_grouped_batches(tmp_path):
 
 @pytest.mark.parametrize("arch", ["llama", "bert"])
 def test_lora_adapter_and_merged_reload_with_same_scores(tmp_path, arch):
-    peft = pytest.importorskip("peft")
+    import peft
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model, tok = (tiny_llama_reward_model if arch == "llama" else tiny_bert_reward_model)()
