@@ -63,6 +63,7 @@ _EXPORTS = {
     "RewardEnsemble": "rewards.ensemble",
     "RewardEnsembleMemberError": "rewards.ensemble",
     "RewardFunctionModule": "rewards.ppo",
+    "build_reward": "rewards.from_config",
     # evaluation
     "pairwise_report": "evaluation.pairwise_report",
     "bootstrap_ci": "evaluation.pairwise_report",
