@@ -244,15 +244,19 @@ class NormalizerCheckpointCallback(TrainerCallback):
     the checkpoint the run resumes from, `checkpoint-{global_step}`, are restored when training begins, on every rank,
     so a resumed run neither starts from empty statistics nor keeps those of the killed run's later steps. (Resuming
     from a checkpoint outside `output_dir`: call [`~trl_rewards.rewards.normalization.restore_normalizers`] yourself.)
-    [`for_ensemble`] builds one for a [`RewardEnsemble`] with running normalization.
+    [`for_ensemble`] builds one for a [`RewardEnsemble`] with running normalization; it also keeps every reward
+    counted once when a checkpoint falls inside a GRPO generation batch (`steps_per_generation` larger than the
+    accumulation steps): it saves the statistics from before the call that scored that batch, which the resumed run
+    scores again.
 
     Args:
         normalizers (`dict[str, RunningZScore]`):
             Normalizers by name (e.g. reward function name); the names are the JSON keys.
     """
 
-    def __init__(self, normalizers: Mapping[str, RunningZScore]):
+    def __init__(self, normalizers: Mapping[str, RunningZScore], ensemble=None):
         self.normalizers = normalizers
+        self.ensemble = ensemble
 
     @classmethod
     def for_ensemble(cls, ensemble) -> NormalizerCheckpointCallback:
@@ -262,7 +266,7 @@ class NormalizerCheckpointCallback(TrainerCallback):
         """
         if ensemble.normalization != "running":
             raise ValueError(f"only normalization='running' has statistics to save, got {ensemble.normalization!r}")
-        return cls(ensemble.normalizers)
+        return cls(ensemble.normalizers, ensemble=ensemble)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step > 0:  # the Trainer has loaded a checkpoint's state: resume its statistics too
@@ -279,12 +283,24 @@ class NormalizerCheckpointCallback(TrainerCallback):
                 )
         return control
 
+    def _inside_generation_batch(self, args, state) -> bool:
+        last = getattr(self.ensemble, "before_last_call", None)
+        if last is None or last[0] is None:
+            return False
+        micro_steps = getattr(args, "steps_per_generation", None) or args.gradient_accumulation_steps
+        per_batch = micro_steps * getattr(args, "num_iterations", 1) / args.gradient_accumulation_steps
+        return state.global_step - last[0] < per_batch
+
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             # The Trainer has already created this folder (on_save runs after the checkpoint is written).
             checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
             os.makedirs(checkpoint_dir, exist_ok=True)
             payload = {name: normalizer.state_dict() for name, normalizer in self.normalizers.items()}
+            if self._inside_generation_batch(args, state):
+                # GRPO scores a whole generation batch at its first step; resumed from a checkpoint inside it, the
+                # trainer generates and scores again: save the statistics from before that call, or it counts twice.
+                payload = self.ensemble.before_last_call[1]
             path = os.path.join(checkpoint_dir, NORMALIZERS_FILENAME)
             with open(path + ".tmp", "w") as f:
                 json.dump(payload, f, indent=2)

@@ -176,6 +176,7 @@ class RewardEnsemble:
             {member: RunningZScore(eps=eps) for member in self.members} if normalization == "running" else {}
         )
         self.last_metrics: dict[str, float] = {}
+        self.before_last_call: tuple[int | None, dict] | None = None
         if (calibration is not None or calibration_data is not None) and normalization != "calibrated":
             raise ValueError(
                 f"calibration and calibration_data apply to normalization='calibrated', got {normalization!r}"
@@ -222,20 +223,15 @@ class RewardEnsemble:
             raise ValueError(f"calibration names no member: {unknown}; members are {list(self.members)}")
         stats = {}
         for name, member in self.members.items():
-            if name in given:
-                stats[name] = given[name]
-                continue
-            stored = getattr(member, "calibration_statistics", None)
-            stored = stored() if callable(stored) else None
-            if stored is not None:
-                stats[name] = stored
-            elif data is not None:
+            stored = getattr(member, "calibration_statistics", None) if name not in given else None
+            stats[name] = given.get(name) or (stored() if callable(stored) else None)
+            if stats[name] is None and data is not None:
                 arguments = dict(data, completion_ids=data.get("completion_ids"))
                 column = np.asarray(self._call_member(name, member, len(data["prompts"]), arguments))
                 if np.isnan(column).all():
                     raise ValueError(f"member {name!r} scored none of the calibration_data rows")
                 stats[name] = (float(np.nanmean(column)), float(np.nanstd(column)))
-            else:
+            elif stats[name] is None:
                 raise ValueError(
                     f"normalization='calibrated': member {name!r} has no statistics; give calibration={{{name!r}: "
                     "(mean, std)}, calibration_data to measure them on, or a reward model whose config stores "
@@ -414,6 +410,9 @@ class RewardEnsemble:
         self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
     ) -> list[float | None]:
         raw, failed = self.member_rewards(prompts, completions, completion_ids, **kwargs)
+        if self.normalizers:  # what a checkpoint saved inside this call's generation batch must hold (callbacks.py)
+            step = getattr(kwargs.get("trainer_state"), "global_step", None)
+            self.before_last_call = (step, {name: n.state_dict() for name, n in self.normalizers.items()})
         normalized = self.normalize(raw)
         rewards = self.aggregate(normalized)
         self.last_metrics = self._metrics(raw, normalized, failed)
