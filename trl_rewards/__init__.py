@@ -64,6 +64,10 @@ _EXPORTS = {
     "RewardEnsembleMemberError": "rewards.ensemble",
     "RewardFunctionModule": "rewards.ppo",
     "build_reward": "rewards.from_config",
+    "ImplicitRewardFunction": "rewards.implicit_rewards",
+    "JudgeRewardFunction": "rewards.implicit_rewards",
+    "ImplicitRewardScorer": "inference.implicit_scoring",
+    "JudgeScorer": "inference.judge_scoring",
     # evaluation
     "pairwise_report": "evaluation.pairwise_report",
     "bootstrap_ci": "evaluation.pairwise_report",
