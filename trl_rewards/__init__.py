@@ -64,6 +64,7 @@ _EXPORTS = {
     "RewardEnsembleMemberError": "rewards.ensemble",
     "RewardFunctionModule": "rewards.ppo",
     "build_reward": "rewards.from_config",
+    "RemoteRewardFunction": "rewards.remote_rewards",
     "ImplicitRewardFunction": "rewards.implicit_rewards",
     "JudgeRewardFunction": "rewards.implicit_rewards",
     "ImplicitRewardScorer": "inference.implicit_scoring",

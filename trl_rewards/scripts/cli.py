@@ -30,6 +30,7 @@ commands:
   eval         evaluate a reward model on preference pairs: results.json, report.md, plots
   eval-steps   evaluate a process reward model on ProcessBench or PRMBench rows: results.json, report.md
   score        score (prompt, completion) rows of a .jsonl file
+  serve        serve reward models, PRMs or an ensemble over HTTP (Ray Serve; ours, vLLM and OpenRLHF protocols)
   configs      write the packaged DeepSpeed/accelerate configs into ./deepspeed_configs
 
 Run `trl-rewards <command> --help` for the options of a command. Errors print one line; set TRL_REWARDS_DEBUG=1
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from .eval import score
 
         score(rest)
+    elif command == "serve":
+        from .serve import main as serve_main
+
+        serve_main(rest)
     elif command == "configs":
         from .configs import main as configs_main
 
