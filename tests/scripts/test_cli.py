@@ -101,3 +101,22 @@ def test_unknown_commands(capsys):
     assert main(["train", "xyz"]) == 2
     assert main([]) == 0
     assert "train bt" in capsys.readouterr().out
+
+
+def test_trust_remote_code_reaches_the_model_loader(tmp_path, tiny_dir, pairs_file, monkeypatch):
+    """`--trust_remote_code true` used to be parsed and then ignored; it now reaches `from_pretrained` (model and
+    tokenizer), as in TRL's own scripts."""
+    import trl_rewards.scripts.train as train_module
+
+    seen = {}
+    real = train_module.load_reward_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **{k: v for k, v in kwargs.items() if k != "trust_remote_code"})
+
+    monkeypatch.setattr(train_module, "load_reward_model", spy)
+    argv = ["train", "bt", "--model_name_or_path", tiny_dir, "--dataset_name", pairs_file]
+    argv += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--report_to", "none", "--save_strategy", "no"]
+    assert main(argv + ["--trust_remote_code", "true", "--dataloader_pin_memory", "false"]) == 0
+    assert seen.get("trust_remote_code") is True

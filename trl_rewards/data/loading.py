@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Mapping
 
 from datasets import Dataset, DatasetDict, get_dataset_split_names, load_dataset, load_from_disk
 
@@ -46,6 +47,16 @@ def load_table(name: str, split: str = "train", config: str | None = None, max_r
     if max_rows is not None:
         dataset = dataset.select(range(min(max_rows, len(dataset))))
     return dataset
+
+
+def iter_rows(rows: Iterable[Mapping] | Dataset) -> Iterator[Mapping]:
+    """The rows of a `Dataset` (read in batches: row-by-row access to an Arrow table is an order of magnitude
+    slower) or of any iterable of dicts, as dicts."""
+    if isinstance(rows, Dataset):
+        for batch in rows.iter(batch_size=1000):
+            yield from (dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True))
+    else:
+        yield from rows
 
 
 def has_split(name: str, split: str, config: str | None = None) -> bool:

@@ -16,11 +16,13 @@ import logging
 import os
 import random
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from datasets import Dataset
+
+from .loading import iter_rows
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +36,6 @@ _ANSWER_MARKER = re.compile(r"####|^A:|^# Answer|\b[Tt]he (?:final )?answer is:?
 # Well-formed thousands groups or plain digits, an optional decimal part; a fraction ("5/9") or a malformed group
 # ("1,00") is not a number here, so no prefix of it is returned either.
 _NUMBER = re.compile(r"(?:\s|\\?\$)*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+)(?![\d/]|[.,]\d)")
-
-
-def _iter_rows(rows: Iterable[Mapping] | Dataset) -> Iterator[Mapping]:
-    if isinstance(rows, Dataset):
-        # Batched reads: row-by-row access to an Arrow table is an order of magnitude slower.
-        for batch in rows.iter(batch_size=1000):
-            yield from (dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True))
-    else:
-        yield from rows
 
 
 def _check_outcome_row(row: Any, where: str) -> None:
@@ -77,7 +70,7 @@ def validate_outcome_rows(rows: Iterable[Mapping] | Dataset, *, source: str = "d
         `None`.
     """
     n_rows = 0
-    for index, row in enumerate(_iter_rows(rows)):
+    for index, row in enumerate(iter_rows(rows)):
         _check_outcome_row(row, f"{source} row {index}")
         n_rows += 1
     if n_rows == 0:

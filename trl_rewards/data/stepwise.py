@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset
+
+from .loading import iter_rows
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +80,6 @@ def _rows_and_source(path_or_rows: str | os.PathLike | Iterable[Mapping]) -> tup
     if isinstance(path_or_rows, str | os.PathLike):
         return _read_jsonl(path_or_rows), Path(path_or_rows).name
     return path_or_rows, "rows"
-
-
-def _iter_rows(rows: Iterable[Mapping] | Dataset) -> Iterator[Mapping]:
-    if isinstance(rows, Dataset):
-        # Batched reads: row-by-row access to an Arrow table is an order of magnitude slower.
-        for batch in rows.iter(batch_size=1000):
-            yield from (dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True))
-    else:
-        yield from rows
 
 
 def _check_stepwise_row(row: Any, where: str) -> None:
@@ -136,7 +129,7 @@ def validate_stepwise_rows(rows: Iterable[Mapping] | Dataset, *, source: str = "
         `None`.
     """
     n_rows = 0
-    for index, row in enumerate(_iter_rows(rows)):
+    for index, row in enumerate(iter_rows(rows)):
         _check_stepwise_row(row, f"{source} row {index}")
         n_rows += 1
     if n_rows == 0:
