@@ -12,6 +12,7 @@ so `--config file.yaml` and command-line flags set the same fields.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -42,6 +43,23 @@ def _setup_logging() -> None:
     logging.getLogger("trl_rewards").setLevel(logging.INFO)
 
 
+# command (or "train <kind>") -> (module of this package, function taking the remaining arguments); a command's module
+# is imported only when it runs, so `trl-rewards --help` and light commands never load the Trainer stack.
+COMMANDS = {
+    "train bt": ("train", "train_bt"),
+    "train prm": ("train", "train_prm"),
+    "train orm": ("train", "train_orm"),
+    "merge": ("merge", "merge"),
+    "average": ("merge", "average"),
+    "eval": ("eval", "evaluate"),
+    "eval-steps": ("eval_steps", "eval_steps"),
+    "score": ("eval", "score"),
+    "serve": ("serve", "main"),
+    "configs": ("configs", "main"),
+    "demo": ("demo", "main"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -50,48 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     command, rest = argv[0], argv[1:]
     if command == "train":
-        from .train import train_bt, train_orm, train_prm
-
-        kinds = {"bt": train_bt, "prm": train_prm, "orm": train_orm}
+        kinds = [name.split()[1] for name in COMMANDS if name.startswith("train ")]
         if not rest or rest[0] not in kinds:
             print(f"usage: trl-rewards train {{{','.join(kinds)}}} [options]", file=sys.stderr)
             return 2
-        kinds[rest[0]](rest[1:])
-    elif command == "merge":
-        from .merge import merge
-
-        merge(rest)
-    elif command == "average":
-        from .merge import average
-
-        average(rest)
-    elif command == "eval":
-        from .eval import evaluate
-
-        evaluate(rest)
-    elif command == "eval-steps":
-        from .eval_steps import eval_steps
-
-        eval_steps(rest)
-    elif command == "score":
-        from .eval import score
-
-        score(rest)
-    elif command == "serve":
-        from .serve import main as serve_main
-
-        serve_main(rest)
-    elif command == "configs":
-        from .configs import main as configs_main
-
-        configs_main(rest)
-    elif command == "demo":
-        from .demo import main as demo_main
-
-        demo_main(rest)
-    else:
+        command, rest = f"train {rest[0]}", rest[1:]
+    if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    module, function = COMMANDS[command]
+    getattr(importlib.import_module(f".{module}", __package__), function)(rest)
     return 0
 
 
