@@ -83,3 +83,29 @@ def test_client_checks_and_shards():
     conversational = [[{"role": "user", "content": "hi"}]]
     with pytest.raises(ValueError, match="takes text"):
         RemoteRewardFunction("http://x", protocol="openrlhf")._payload(conversational, ["a"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("endpoint", "body", "field"),
+    [
+        ("/score", {"completions": ["a"]}, "prompts"),
+        ("/score", {"prompts": ["p"]}, "completions"),
+        ("/score", {"prompts": ["p"], "completions": [3]}, "completions"),
+        ("/score", {"prompts": "p", "completions": ["a"]}, "prompts"),
+        ("/score", {"prompts": ["p", "q"], "completions": ["a"]}, "prompts has 2 items but completions 1"),
+        ("/get_reward", {"prompts": ["p"]}, "query"),
+        ("/get_reward", {"query": "text"}, "query"),
+        ("/get_reward", {"query": [None]}, "query"),
+        ("/classify", {"model": "rm"}, "input"),
+        ("/classify", {"input": [1, 2]}, "input"),
+    ],
+)
+def test_malformed_requests_get_a_4xx_naming_the_field(server, endpoint, body, field):
+    import httpx
+
+    url, _ = server
+    response = httpx.post(url + endpoint, json=body, timeout=30)
+    assert 400 <= response.status_code < 500, response.text
+    assert field in response.text
+    assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # the replica is still serving

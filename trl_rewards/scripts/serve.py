@@ -4,6 +4,8 @@ One deployment serves one reward function of ours (a reward model folder with `-
 member or ensemble described by `--config rewards.yaml`, see `rewards/from_config.py`) behind FastAPI, speaking
 three protocols at once (see `rewards/remote_rewards.py`): ours (`POST /score`), vLLM's pooling API
 (`POST /classify`) and OpenRLHF's (`POST /get_reward`); `GET /health` reports what is served and the batches run.
+Request bodies are pydantic models: a malformed request gets a 422 whose JSON names the field, and never reaches a
+replica's model.
 
 **Batching.** Ray Serve's dynamic batching (`@serve.batch`) merges concurrent requests (many ranks, small calls) into
 one call of the reward function, which then micro-batches by length and token budget as usual. A reward function
@@ -16,8 +18,8 @@ one node, `ray start --address HEAD:6379` on the others), where `--num_replicas`
 the replicas over the nodes.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' body types (pydantic models defined in
+# `build_app`) from their annotations, which must be the classes, not strings.
 import argparse
 import logging
 import time
@@ -38,6 +40,33 @@ def build_reward_function(spec: dict[str, Any]):
     return RewardModelFunction(spec["model"], device=spec.get("device"))
 
 
+def _request_models():
+    """Pydantic bodies of the three protocols: a malformed request gets FastAPI's 422 naming the field."""
+    from pydantic import BaseModel, model_validator
+
+    Text = str | list[dict]
+
+    class ScoreRequest(BaseModel):
+        prompts: list[Text | None]
+        completions: list[Text]
+
+        @model_validator(mode="after")
+        def same_length(self):
+            if len(self.prompts) != len(self.completions):
+                raise ValueError(f"prompts has {len(self.prompts)} items but completions {len(self.completions)}")
+            return self
+
+    class GetRewardRequest(BaseModel):
+        query: list[str]
+        prompts: list[str] | None = None
+
+    class ClassifyRequest(BaseModel):
+        model: str | None = None
+        input: str | list[str]
+
+    return ScoreRequest, GetRewardRequest, ClassifyRequest
+
+
 def build_app(spec: dict[str, Any], num_replicas: int = 1, num_gpus_per_replica: float = 0.0,
               max_batch_size: int = 64, batch_wait_timeout_s: float = 0.01):  # fmt: skip
     """The Ray Serve application (a bound deployment) serving `spec`'s reward function."""
@@ -45,6 +74,7 @@ def build_app(spec: dict[str, Any], num_replicas: int = 1, num_gpus_per_replica:
     from ray import serve
 
     app = FastAPI(title="trl_rewards reward server")
+    ScoreRequest, GetRewardRequest, ClassifyRequest = _request_models()
 
     @serve.deployment(num_replicas=num_replicas, ray_actor_options={"num_gpus": num_gpus_per_replica})
     @serve.ingress(app)
@@ -81,17 +111,17 @@ def build_app(spec: dict[str, Any], num_replicas: int = 1, num_gpus_per_replica:
             return self._score(prompts, completions)
 
         @app.post("/score")
-        async def score(self, body: dict) -> dict:
-            return {"rewards": await self.rewards(body["prompts"], body["completions"])}
+        async def score(self, body: ScoreRequest) -> dict:
+            return {"rewards": await self.rewards(body.prompts, body.completions)}
 
         @app.post("/get_reward")
-        async def get_reward(self, body: dict) -> dict:
-            queries = body["query"]  # the full texts (prompt + response), as OpenRLHF sends them
+        async def get_reward(self, body: GetRewardRequest) -> dict:
+            queries = body.query  # the full texts (prompt + response), as OpenRLHF sends them
             return {"rewards": await self.rewards([None] * len(queries), queries)}
 
         @app.post("/classify")
-        async def classify(self, body: dict) -> dict:
-            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        async def classify(self, body: ClassifyRequest) -> dict:
+            texts = body.input if isinstance(body.input, list) else [body.input]
             rewards = await self.rewards([None] * len(texts), texts)
             return {
                 "object": "list",
