@@ -111,3 +111,15 @@ def test_none_completion_is_named_by_index():
     model, tok = tiny_bert_reward_model()
     with pytest.raises(ValueError, match=r"completions\[1\] is None \(1 missing\)"):
         RewardScorer(model, tok).score(["q", "r"], ["a", None])
+
+
+def test_a_quantized_model_is_not_moved_but_refused_with_a_reason():
+    """4-bit weights cannot be moved with `.to`; asking for another device names both devices (one rule for scorers
+    and reward functions: `place_model`)."""
+    from trl_rewards.inference.sequence_scoring import place_model
+
+    model, _ = tiny_llama_reward_model()
+    model.is_quantized = True
+    assert place_model(model, "cpu")[0] == torch.device("cpu")  # already there: nothing to move
+    with pytest.raises(ValueError, match="sits on cpu and is quantized .* device='meta'"):
+        place_model(model, "meta")

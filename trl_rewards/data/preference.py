@@ -50,9 +50,7 @@ IMPLICIT_PROMPT = "implicit_prompt"
 LEGACY_ID_COLUMNS = {"chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"}
 # apply_chat_template arguments that encode_chat sets itself; a row may not override them
 _RESERVED_TEMPLATE_KWARGS = ("conversation", "tokenize", "return_dict", "return_tensors")
-_TRUNCATION = (
-    "were truncated (leading special tokens and the end kept; a pair the cut made identical is dropped)"
-)
+_TRUNCATION = "were truncated (leading special tokens and the end kept; a pair the cut made identical is dropped)"
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -279,6 +277,7 @@ def tokenize_preferences(
     if fmt == PRETOKENIZED and not streaming:
         for row, example in enumerate(dataset):
             check_vocab(row, example)
+
     def encode(example):
         chosen_ids, rejected_ids = encode_pair_texts(tokenizer, example, fmt)
         full_length = max(len(chosen_ids), len(rejected_ids))

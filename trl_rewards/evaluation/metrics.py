@@ -255,15 +255,22 @@ def win_probability(model_scores: Any, reference_scores: Any) -> float:
 
 def _calibration_bins(probabilities: Any, outcomes: Any, n_bins: int) -> tuple[np.ndarray, ...]:
     """Returns per-bin `(edges, confidence_sum, correct_sum, count)` for the definition in the module docstring."""
-    n_bins = check_positive_int(n_bins, "n_bins")
     p, y = _check_probabilities(probabilities, outcomes)
-    confidence = np.maximum(p, 1 - p)
     correct = ((p > 0.5) == (y == 1)) & (p != 0.5)
+    return bin_by_confidence(np.maximum(p, 1 - p), correct.astype(np.float64), n_bins)
+
+
+def bin_by_confidence(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> tuple[np.ndarray, ...]:
+    """
+    The binning of the module docstring: per-bin `(edges, confidence_sum, correct_sum, count)` of confidences in
+    `[0.5, 1]` and their (possibly fractional) correctness, over `n_bins` equal-width right-closed bins.
+    """
+    n_bins = check_positive_int(n_bins, "n_bins")
     edges = np.linspace(0.5, 1.0, n_bins + 1)
     index = np.searchsorted(edges[1:-1], confidence, side="left")  # right-closed bins, the first one closed
     count = np.bincount(index, minlength=n_bins)
     confidence_sum = np.bincount(index, weights=confidence, minlength=n_bins)
-    correct_sum = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins)
+    correct_sum = np.bincount(index, weights=correct, minlength=n_bins)
     return edges, confidence_sum, correct_sum, count
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from .metrics import check_positive_int, pairwise_accuracy, to_array
+from .metrics import bin_by_confidence, pairwise_accuracy, to_array
 from .pairwise_report import bootstrap_ci
 
 
@@ -52,21 +52,11 @@ def labelled_accuracy(chosen: Any, rejected: Any, labels: Any, *, ties: str = "l
 
 
 def _bins(chosen: Any, rejected: Any, labels: Any, n_bins: int) -> tuple[np.ndarray, ...]:
-    n_bins = check_positive_int(n_bins, "n_bins")
     a, b = to_array(chosen, "chosen"), to_array(rejected, "rejected")
     p = check_labels(labels, a.size)
     q = expit(a - b)
-    confidence = np.maximum(q, 1 - q)
     correct = np.where(q > 0.5, p, np.where(q < 0.5, 1 - p, 0.0))
-    edges = np.linspace(0.5, 1.0, n_bins + 1)
-    index = np.searchsorted(edges[1:-1], confidence, side="left")  # the bins of `evaluation.metrics`
-    count = np.bincount(index, minlength=n_bins)
-    return (
-        edges,
-        np.bincount(index, weights=confidence, minlength=n_bins),
-        np.bincount(index, weights=correct, minlength=n_bins),
-        count,
-    )
+    return bin_by_confidence(np.maximum(q, 1 - q), correct, n_bins)
 
 
 def labelled_calibration_error(chosen: Any, rejected: Any, labels: Any, *, n_bins: int = 10) -> float:

@@ -164,6 +164,12 @@ def place_model(model, device: str | torch.device | None) -> tuple[torch.device,
     device = torch.device(device)
     # "cuda" means the current CUDA device: weights already on "cuda:0" stay put (a 4-bit model refuses `.to`).
     if any(p.device.type != device.type or device.index not in (None, p.device.index) for p in model.parameters()):
+        if getattr(model, "is_quantized", False) or getattr(model, "hf_device_map", None) is not None:
+            current = next(model.parameters()).device
+            raise ValueError(
+                f"the reward model sits on {current} and is quantized or dispatched with a device_map, so it cannot "
+                f"be moved to device={str(device)!r}; pass device={str(current)!r} (or load it on the target device)"
+            )
         model = model.to(device)
     return device, model.eval()
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..inference.sequence_scoring import place_model
+
 logger = logging.getLogger(__name__)
 
 
@@ -65,18 +67,6 @@ def prompt_text(prompt: Any) -> str:
     raise TypeError(f"a prompt must be a string or a list of messages, got {type(prompt).__name__}")
 
 
-def move_to_device(model, device: torch.device):
-    current = next(model.parameters()).device
-    if current == device or (device.index is None and current.type == device.type):
-        return model
-    if getattr(model, "is_quantized", False) or getattr(model, "hf_device_map", None) is not None:
-        raise ValueError(
-            f"the reward model sits on {current} and is quantized or dispatched with a device_map, so it cannot be "
-            f"moved to device={str(device)!r}; pass device={str(current)!r} (or load it on the target device)"
-        )
-    return model.to(device)
-
-
 class ModelBackedReward:
     """
     Shared source handling, device placement, pickling and thread safety of the model-based reward functions.
@@ -107,7 +97,7 @@ class ModelBackedReward:
         if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
             raise ValueError("a loaded model needs its tokenizer object: pass tokenizer=")
         self._path, self._load_options = None, {}
-        self._model, self._tokenizer = move_to_device(model, self.device).eval(), tokenizer
+        self._model, self._tokenizer = place_model(model, self.device)[1], tokenizer
 
     def _load_from_path(self):
         """`(model, tokenizer)` loaded from `self._path` with `self._load_options`."""
@@ -125,7 +115,7 @@ class ModelBackedReward:
             source = self._tokenizer_source
             if source is not None and not isinstance(source, str | os.PathLike):  # a tokenizer object with a path
                 tokenizer = source
-            self._model, self._tokenizer = move_to_device(model, self.device).eval(), tokenizer
+            self._model, self._tokenizer = place_model(model, self.device)[1], tokenizer
         return self._model, self._tokenizer
 
     def __getstate__(self) -> dict[str, Any]:

@@ -102,7 +102,8 @@ class RemoteRewardFunction:
     def _post(self, client, url: str, prompts: list, completions: list) -> list[float | None]:
         endpoint = url + PROTOCOLS[self.protocol]
         payload = self._payload(prompts, completions)
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 response = client.post(endpoint, json=payload, timeout=self.timeout)
                 response.raise_for_status()
@@ -114,7 +115,7 @@ class RemoteRewardFunction:
                         f"{type(error).__name__}: {error}"
                     ) from error
                 time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list[float | None]:
         import httpx

@@ -67,8 +67,6 @@ def clamp_max_length(args, model, processing_class) -> None:
     with one warning: a row longer than the model reads would otherwise crash training at its first batch (or, for
     a long-tail row, hours in). `model` may be a name (its config is read).
     """
-    if getattr(args, "max_length", None) is not None and args.max_length <= 0:
-        return
     config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model
     limit = position_limit(config, processing_class)
     if limit is not None and (args.max_length is None or args.max_length > limit):
