@@ -404,6 +404,7 @@ def test_paired_inputs_are_validated(fn, first, second, match):
 def test_column_vectors_and_tensors_are_accepted():
     """A (n, 1) head output is flattened; tensors that require grad or are bfloat16 are detached and widened."""
     import torch
+
     assert pairwise_accuracy(np.array([[1.0], [2.0]]), np.array([[0.0], [3.0]])) == 0.5
     chosen = torch.tensor([1.0, 2.0], requires_grad=True)
     assert pairwise_accuracy(chosen, torch.tensor([0.0, 3.0], dtype=torch.bfloat16)) == 0.5

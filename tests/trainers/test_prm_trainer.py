@@ -310,6 +310,7 @@ def test_saved_model_reloads_and_scores_identically(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["llama-classifier", "lm"])
 def test_lora_adapter_reloads_and_scores_identically(tmp_path, kind):
     import peft
+
     model, tok, overrides = _model(kind)
     save_tiny(model, tok, tmp_path / "base")  # the adapter records where its base lives
     model = type(model).from_pretrained(tmp_path / "base")
@@ -353,6 +354,7 @@ def test_lora_adapter_reloads_and_scores_identically(tmp_path, kind):
 
 def test_peft_task_type_must_match_style(tmp_path):
     import peft
+
     model, tok = tiny_llama_token_classifier()
     with pytest.raises(ValueError, match="peft_config.task_type must be 'TOKEN_CLS'"):
         ProcessRewardTrainer(
