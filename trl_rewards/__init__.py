@@ -83,6 +83,7 @@ _EXPORTS = {
     "ScoreCache": "evaluation.cache",
     "CachedScorer": "evaluation.cache",
     "evaluate_preferences": "evaluation.runner",
+    "evaluate_rewardbench": "evaluation.rewardbench",
     "aggregate_categories": "evaluation.runner",
     "as_scorer": "evaluation.runner",
     "RewardFunctionScorer": "evaluation.runner",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..evaluation.metrics import TIE_POLICIES
+from ..evaluation.rewardbench import DEFAULT_PROMPT_TEMPLATE
 from ..trainers.base_config import check_choice
 
 
@@ -100,6 +101,9 @@ class ScorerArguments:
             check_choice("dtype", self.dtype, SCORER_DTYPES)
 
 
+PROTOCOLS = ("pairs", "rewardbench", "rewardbench2")
+
+
 @dataclass
 class EvalArguments:
     """
@@ -121,6 +125,11 @@ class EvalArguments:
         n_bins (`int`, *optional*, defaults to `10`): calibration bins.
         seed (`int`, *optional*, defaults to `0`): bootstrap seed.
         plots (`bool`, *optional*, defaults to `True`): write PNG plots (needs matplotlib, the `plots` extra).
+        protocol (`str`, *optional*, defaults to `"pairs"`): `"pairs"` (our categorized pairwise evaluation),
+            `"rewardbench"` or `"rewardbench2"` (RewardBench's own scoring of its v1/v2 layouts, see
+            `trl_rewards.evaluation.rewardbench`).
+        prompt_template (`str`, *optional*): how RewardBench prompts are rendered for a tokenizer without a chat
+            template (default: HH-RLHF's `\n\nHuman: {prompt}\n\nAssistant: `).
     """
 
     model: list[str] | None = field(
@@ -148,11 +157,26 @@ class EvalArguments:
     n_bins: int = field(default=10, metadata={"help": "Calibration bins."})
     seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
     plots: bool = field(default=True, metadata={"help": "Write PNG plots (needs matplotlib: the `plots` extra)."})
+    protocol: str = field(
+        default="pairs",
+        metadata={
+            "help": "pairs: our categorized pairwise evaluation; rewardbench / rewardbench2: RewardBench's own "
+            "scoring of its v1 / v2 file layouts.",
+            "choices": list(PROTOCOLS),
+        },
+    )
+    prompt_template: str = field(
+        default=DEFAULT_PROMPT_TEMPLATE,
+        metadata={"help": "RewardBench protocols: how a prompt is rendered when the tokenizer has no chat template."},
+    )
 
     def __post_init__(self):
         if isinstance(self.model, str):  # a YAML `model: path` gives a string
             self.model = [self.model]
         check_choice("ties", self.ties, TIE_POLICIES)
+        check_choice("protocol", self.protocol, PROTOCOLS)
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain '{{prompt}}', got {self.prompt_template!r}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples must be >= 1, got {self.max_samples}")
         if self.bootstrap < 0:

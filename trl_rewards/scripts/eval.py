@@ -102,6 +102,8 @@ def run_eval(eval_args, scorer_args) -> dict[str, Any]:
 
         _figure()  # fail on a missing matplotlib before scoring, not after
     dataset = read_split(eval_args.dataset, split, eval_args.dataset_config, eval_args.max_samples, "eval data")
+    if eval_args.protocol != "pairs":
+        return run_rewardbench(eval_args, scorer_args, dataset, split)
     check_rows(validate_preference_rows, dataset, "eval data", eval_args.dataset)
     scorer = load_scorer(eval_args.model[0], scorer_args)
     results = evaluate_preferences(
@@ -136,6 +138,41 @@ def run_eval(eval_args, scorer_args) -> dict[str, Any]:
         results["overall"]["length_baseline_accuracy"],
         results["overall"]["count"],
         paths["report"],
+    )
+    return results
+
+
+def run_rewardbench(eval_args, scorer_args, dataset, split: str) -> dict[str, Any]:
+    """`trl-rewards eval --protocol rewardbench|rewardbench2`: RewardBench's scoring; results.json, report.md."""
+    from ..evaluation import rewardbench
+    from ..evaluation.report import strict_json
+
+    version = "v1" if eval_args.protocol == "rewardbench" else "v2"
+    rows = dataset.to_list()
+    try:  # every row is checked before the model loads
+        (rewardbench.v1_rows if version == "v1" else rewardbench.v2_rows)(rows)
+    except ValueError as error:
+        raise ValueError(f"eval data {eval_args.dataset!r} ({eval_args.protocol} layout): {error}") from None
+    scorer = load_scorer(eval_args.model[0], scorer_args)
+    results = rewardbench.evaluate_rewardbench(
+        scorer, rows, version, eval_args.prompt_template, eval_args.bootstrap, eval_args.seed
+    )
+    results["config"] = {"model": eval_args.model[0], "dataset": eval_args.dataset, "split": split,
+                         "protocol": eval_args.protocol, "max_samples": eval_args.max_samples}  # fmt: skip
+    os.makedirs(eval_args.output_dir, exist_ok=True)
+    paths = {name: os.path.join(eval_args.output_dir, name) for name in ("results.json", "report.md")}
+    with open(paths["results.json"], "w") as f:
+        json.dump(strict_json(results), f, indent=2, allow_nan=False)
+    with open(paths["report.md"], "w") as f:
+        f.write(rewardbench.render_markdown(results))
+    ci = results["score_ci"]
+    logger.info(
+        "RewardBench %s score %.4f%s on %d rows; report: %s",
+        version,
+        results["score"],
+        f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "",
+        results["n_rows"],
+        paths["report.md"],
     )
     return results
 
