@@ -283,3 +283,103 @@ def token_outcome_loss(
     scores = token_scores.masked_fill(~mask, 0.0)
     per_token = outcome_loss(scores, labels[:, None].expand_as(token_scores), reduction="none").masked_fill(~mask, 0.0)
     return _reduce(per_token.sum(dim=1) / counts, reduction)
+
+
+def pairwise_win_logit(logits_ab: torch.Tensor, logits_ba: torch.Tensor) -> torch.Tensor:
+    r"""
+    Position-debiased log-odds that response A beats response B, from a pairwise preference model that read both
+    orders: `l_AB` is its logit of P(first ≻ second) for the input (A, B), `l_BA` for (B, A). The win probability
+    averages the two orders,
+
+    $$P(A \succ B) = \tfrac12\big(\sigma(l_{AB}) + 1 - \sigma(l_{BA})\big)
+                   = \tfrac12\big(\sigma(l_{AB}) + \sigma(-l_{BA})\big),$$
+
+    returned as `logit P = log(σ(l_AB) + σ(-l_BA)) - log(σ(-l_AB) + σ(l_BA))`, computed in log space so that
+    confident logits stay finite. Swapping the orders negates it exactly, so `P(A ≻ B) + P(B ≻ A) = 1`.
+
+    Args:
+        logits_ab (`torch.Tensor` of shape `(batch,)`): logits of the (A, B) inputs.
+        logits_ba (`torch.Tensor` of shape `(batch,)`): logits of the (B, A) inputs.
+
+    Returns:
+        `torch.Tensor` of shape `(batch,)`: `logit P(A ≻ B)`.
+    """
+    _check_same_shape(logits_ab=logits_ab, logits_ba=logits_ba)
+    win = torch.logaddexp(F.logsigmoid(logits_ab), F.logsigmoid(-logits_ba))
+    loss = torch.logaddexp(F.logsigmoid(-logits_ab), F.logsigmoid(logits_ba))
+    return win - loss
+
+
+def pairwise_preference_loss(
+    logits_ab: torch.Tensor,
+    logits_ba: torch.Tensor,
+    target: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""
+    Binary cross-entropy of a pairwise preference model over both orders of each pair (RLHFlow's pair-PM).
+
+    The model reads `prompt + A + B` and outputs a logit `l_AB` of P(A ≻ B); every pair is shown in both orders, with
+    the target `p` (probability that A is better) for (A, B) and `1 - p` for (B, A), so position carries no signal:
+
+    $$\ell = \tfrac12\Big[-p \log\sigma(l_{AB}) - (1-p)\log\sigma(-l_{AB})\Big]
+           + \tfrac12\Big[-(1-p)\log\sigma(l_{BA}) - p\log\sigma(-l_{BA})\Big]$$
+
+    i.e. the mean of `BCEWithLogits(l_AB, p)` and `BCEWithLogits(l_BA, 1 - p)`.
+
+    Args:
+        logits_ab (`torch.Tensor` of shape `(batch,)`): logits of the (A, B) inputs.
+        logits_ba (`torch.Tensor` of shape `(batch,)`): logits of the (B, A) inputs.
+        target (`torch.Tensor` of shape `(batch,)`, *optional*): probability in `[0, 1]` that A is better (a soft
+            label); defaults to 1.
+        reduction (`str`, *optional*, defaults to `"mean"`): over pairs: `"mean"`, `"sum"` or `"none"` (shape
+            `(batch,)`).
+
+    Returns:
+        `torch.Tensor`: scalar loss, or shape `(batch,)` with `reduction="none"`.
+    """
+    _check_same_shape(logits_ab=logits_ab, logits_ba=logits_ba, target=target)
+    if target is None:
+        target = torch.ones_like(logits_ab)
+    _check_probability(target, "target")
+    p = target.to(logits_ab.dtype)
+    forward = -(p * F.logsigmoid(logits_ab) + (1 - p) * F.logsigmoid(-logits_ab))
+    swapped = -((1 - p) * F.logsigmoid(logits_ba) + p * F.logsigmoid(-logits_ba))
+    return _reduce((forward + swapped) / 2, reduction)
+
+
+def masked_regression_loss(predictions: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    r"""
+    Squared error of a multi-attribute regression head (SteerLM / HelpSteer2 style) over the *observed* ratings only:
+    a missing rating is NaN in `targets` and contributes nothing. With `O` the observed `(row, attribute)` entries,
+
+    $$\ell = \frac{1}{|O|} \sum_{(i, k) \in O} (\hat y_{ik} - y_{ik})^2$$
+
+    so each rating counts once, whatever attribute or row it belongs to (a row with 2 of 5 ratings weighs 2/5 of a
+    complete row).
+
+    Args:
+        predictions (`torch.Tensor` of shape `(batch, num_attributes)`):
+            The head's outputs, read at each sequence's read-out token.
+        targets (`torch.Tensor` of shape `(batch, num_attributes)`):
+            The ratings, NaN where a rating is missing; every other value must be finite.
+        reduction (`str`, *optional*, defaults to `"mean"`): `"mean"` (over observed entries), `"sum"` or `"none"`
+            (shape `(batch, num_attributes)`, 0 at missing entries).
+
+    Returns:
+        `torch.Tensor`: scalar loss, or shape `(batch, num_attributes)` with `reduction="none"`.
+    """
+    _check_same_shape(predictions=predictions, targets=targets)
+    if predictions.dim() != 2:
+        raise ValueError(f"predictions must be (batch, num_attributes), got shape {tuple(predictions.shape)}")
+    observed = ~torch.isnan(targets)
+    if torch.isinf(targets).any():
+        raise ValueError("targets must be finite or NaN (missing), but they contain inf")
+    if not observed.any():
+        raise ValueError("targets hold no observed rating (every entry is NaN)")
+    # Missing entries are filled, not multiplied by 0: the NaN target would give 0 * NaN = NaN.
+    diff = predictions - targets.to(predictions.dtype).masked_fill(~observed, 0.0)
+    per_entry = diff.pow(2).masked_fill(~observed, 0.0)
+    if reduction == "mean":
+        return per_entry.sum() / observed.sum()
+    return _reduce(per_entry, reduction)

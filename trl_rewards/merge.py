@@ -47,14 +47,101 @@ def merge_adapter(adapter_path: str, output_dir: str, head: str = "sequence", nu
     return output_dir
 
 
-def _load_for_average(path: str):
-    model, tokenizer = load_reward_model(path, require_trained_head=True)
-    base = None
-    if is_adapter_path(path):
-        with open(os.path.join(path, ADAPTER_CONFIG)) as f:
-            base = json.load(f).get("base_model_name_or_path")
-        model = model.merge_and_unload()
-    return model, tokenizer, base
+# What makes LoRA adapters averageable: one base, and one adapter structure (which layers, which rank, which modules
+# trained in full). The scaling `lora_alpha / r` may differ: each adapter is merged with its own scaling first.
+ADAPTER_STRUCTURE = ("peft_type", "base_model_name_or_path", "target_modules", "r", "modules_to_save")
+
+
+def adapter_structure(path: str) -> dict | None:
+    """The `ADAPTER_STRUCTURE` fields of a PEFT adapter folder's `adapter_config.json` (lists as sorted lists, a local
+    base as its real path), or `None` for a plain model folder."""
+    if not is_adapter_path(path):
+        return None
+    with open(os.path.join(path, ADAPTER_CONFIG)) as f:
+        config = json.load(f)
+    structure = {key: config.get(key) for key in ADAPTER_STRUCTURE}
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(structure[key], list | tuple):
+            structure[key] = sorted(structure[key])
+    base = structure["base_model_name_or_path"]
+    if base and os.path.isdir(base):
+        structure["base_model_name_or_path"] = os.path.realpath(base)
+    return structure
+
+
+def check_adapters_match(paths: Sequence[str]) -> None:
+    """Refuses (`ValueError` naming both members and the field) a mix of adapters and plain models, and adapters that
+    differ in base model or structure (`ADAPTER_STRUCTURE`); checked from the configs, before any weight loads."""
+    structures = [adapter_structure(path) for path in paths]
+    first = structures[0]
+    for path, structure in zip(paths[1:], structures[1:], strict=True):
+        if (structure is None) != (first is None):
+            kinds = ["a plain model" if s is None else "a LoRA adapter" for s in (structure, first)]
+            raise ValueError(
+                f"{path!r} is {kinds[0]}, {paths[0]!r} {kinds[1]}: their common initialization cannot be checked; "
+                "merge the adapters first (trl-rewards merge) if they share the plain models' base"
+            )
+        for key in ADAPTER_STRUCTURE if structure is not None else ():
+            if structure[key] != first[key]:
+                raise ValueError(
+                    f"{path!r} has {key}={structure[key]!r}, {paths[0]!r} {key}={first[key]!r}: only LoRA adapters "
+                    "on one base with one structure are averaged"
+                )
+
+
+def load_members(paths: Sequence[str]):
+    """
+    Loads reward models to average or interpolate, each LoRA adapter merged into its base (with its trained head), and
+    checks that they can be mixed parameter by parameter. Returns `(model, tokenizer, states)`: the first member
+    (a plain model, to load mixed weights into), its tokenizer and every member's `state_dict`. A `ValueError` names
+    the member and the difference (see `check_adapters_match`; class, parameter names, shapes).
+    """
+    check_adapters_match(paths)
+    states, first_model, tokenizer = [], None, None
+    for path in paths:
+        model, member_tokenizer = load_reward_model(path, require_trained_head=True)
+        if is_adapter_path(path):
+            model = model.merge_and_unload()  # W0 + (alpha / r) B A, and the head from modules_to_save
+        state = model.state_dict()
+        if first_model is None:  # its state is copied: mixed weights are loaded into this model's own tensors
+            first_model, tokenizer = model, member_tokenizer
+            state = {name: tensor.detach().clone() for name, tensor in state.items()}
+        elif type(model) is not type(first_model):
+            raise ValueError(f"{path!r} is a {type(model).__name__}, {paths[0]!r} a {type(first_model).__name__}")
+        if states and state.keys() != states[0].keys():
+            raise ValueError(
+                f"{path!r} has other parameters than {paths[0]!r}: {sorted(state.keys() ^ states[0].keys())[:3]}"
+            )
+        for name, tensor in state.items() if states else ():
+            if tensor.shape != states[0][name].shape:
+                raise ValueError(
+                    f"{path!r}: {name} has shape {tuple(tensor.shape)}, not {tuple(states[0][name].shape)}"
+                )
+        states.append(state)
+    return first_model, tokenizer, states
+
+
+def mix_states(states: Sequence[dict], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """`sum_i w_i θ_i / sum_i w_i` for every floating-point tensor (computed in float64, cast back to the tensor's
+    dtype, so a weight vector `(1, 0)` returns the first member exactly); integer buffers must be equal."""
+    total = sum(weights)
+    mixed = {}
+    for name, tensor in states[0].items():
+        if tensor.is_floating_point():
+            value = sum(w * state[name].double() for w, state in zip(weights, states, strict=True)) / total
+            mixed[name] = value.to(tensor.dtype)
+        elif any(not torch.equal(state[name], tensor) for state in states[1:]):
+            raise ValueError(f"integer buffer {name} differs between the members; they cannot be averaged")
+        else:
+            mixed[name] = tensor
+    return mixed
+
+
+def check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    weights = [1.0] * n if weights is None else [float(w) for w in weights]
+    if len(weights) != n or any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"weights must be {n} finite numbers >= 0, not all 0, got {weights}")
+    return weights
 
 
 def average_reward_models(
@@ -64,15 +151,23 @@ def average_reward_models(
     Weight-averages reward models (WARM) and saves the result as a plain model + tokenizer in `output_dir`.
 
     Every floating-point parameter and buffer becomes `sum_i w_i θ_i / sum_i w_i`; integer buffers must be equal. The
-    members must share one architecture (class, parameter names and shapes) and, for LoRA adapters (each merged into
-    its base first), one base model; anything else raises a `ValueError` naming the member and the parameter. A
-    member further than `far_apart` (relative L2 distance `||θ_i - θ̄|| / ||θ̄||` over the weight matrices; two
-    independent random initializations are ~1 apart, fine-tuned members of one far less) gets a warning:
-    WARM assumes one initialization. The stored `reward_mean` / `reward_std` are dropped (they describe a member, not
-    the average): measure them again before `normalize=True`.
+    members must share one architecture (class, parameter names and shapes); anything else raises a `ValueError`
+    naming the member and the parameter. A member further than `far_apart` (relative L2 distance
+    `||θ_i - θ̄|| / ||θ̄||` over the weight matrices; two independent random initializations are ~1 apart,
+    fine-tuned members of one far less) gets a warning: WARM assumes one initialization. The stored `reward_mean` /
+    `reward_std` are dropped (they describe a member, not the average): measure them again before `normalize=True`.
+
+    **LoRA adapters** (e.g. saved by our trainers with `use_peft`: LoRA factors plus the score head in
+    `modules_to_save`) must all be adapters on one base with one structure: same `base_model_name_or_path`, PEFT
+    type, target modules, rank `r` and `modules_to_save` (checked from `adapter_config.json` before anything loads;
+    `lora_alpha` may differ). Each adapter is merged into its base, `W_i = W_0 + s_i B_i A_i` with `s_i = alpha_i / r`,
+    its head replaced by its trained copy, and the merged weights are averaged: `W = W_0 + sum_i w_i s_i B_i A_i /
+    sum_i w_i`, the base plus the weighted mean of the deltas. The output is a plain merged model, not an adapter:
+    averaging the factors instead would give `(sum w_i B_i)(sum w_i A_i) / (sum w_i)^2`, which is not the mean of the
+    products `B_i A_i` (the product is bilinear), and no rank-`r` adapter holds the mean of several rank-`r` deltas.
 
     Args:
-        paths (`Sequence[str]`): two or more reward-model folders or LoRA adapter folders.
+        paths (`Sequence[str]`): two or more reward-model folders, or two or more LoRA adapter folders on one base.
         output_dir (`str`): where the averaged model is saved.
         weights (`Sequence[float]`, *optional*): non-negative weights, one per member (default: equal).
         far_apart (`float`, *optional*, defaults to `0.5`): the warning threshold above.
@@ -82,39 +177,9 @@ def average_reward_models(
     """
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two reward models, got {len(paths)}")
-    weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(paths) or any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"weights must be {len(paths)} finite numbers >= 0, not all 0, got {weights}")
-    loaded = [_load_for_average(path) for path in paths]
-    first_model, tokenizer, first_base = loaded[0]
-    reference = first_model.state_dict()
-    states = [reference]
-    for path, (model, _, base) in zip(paths[1:], loaded[1:], strict=True):
-        if type(model) is not type(first_model):
-            raise ValueError(f"{path!r} is a {type(model).__name__}, {paths[0]!r} a {type(first_model).__name__}")
-        if base != first_base:
-            raise ValueError(f"{path!r} is an adapter on {base!r}, {paths[0]!r} on {first_base!r}: one base needed")
-        state = model.state_dict()
-        if state.keys() != reference.keys():
-            raise ValueError(
-                f"{path!r} has other parameters than {paths[0]!r}: {sorted(state.keys() ^ reference.keys())[:3]}"
-            )
-        for name, tensor in state.items():
-            if tensor.shape != reference[name].shape:
-                raise ValueError(
-                    f"{path!r}: {name} has shape {tuple(tensor.shape)}, not {tuple(reference[name].shape)}"
-                )
-        states.append(state)
-    total = sum(weights)
-    averaged = {}
-    for name, tensor in reference.items():
-        if tensor.is_floating_point():
-            mixed = sum(w * state[name].double() for w, state in zip(weights, states, strict=True)) / total
-            averaged[name] = mixed.to(tensor.dtype)
-        elif any(not torch.equal(state[name], tensor) for state in states[1:]):
-            raise ValueError(f"integer buffer {name} differs between the members; they cannot be averaged")
-        else:
-            averaged[name] = tensor
+    weights = check_weights(weights, len(paths))
+    first_model, tokenizer, states = load_members(paths)
+    averaged = mix_states(states, weights)
     distances = {}
     # Weight matrices only: norm gains and biases start equal in every initialization and would dilute the distance.
     floats = [name for name, tensor in averaged.items() if tensor.is_floating_point() and tensor.dim() >= 2]

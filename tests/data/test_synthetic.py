@@ -1,3 +1,4 @@
+import math
 import random
 import re
 from collections import Counter
@@ -6,6 +7,7 @@ import pytest
 
 from trl_rewards.data.synthetic import (
     CORRUPTION_KINDS,
+    MAX_VALUE,
     STEP_SEPARATOR,
     ArithmeticProblem,
     build_synthetic_datasets,
@@ -104,14 +106,18 @@ def test_correct_steps_recompute_exactly(problems):
         for step, operation in zip(arithmetic, problem.operations, strict=True):
             a, op, b, c = parse_equation(step)
             assert evaluate(a, op, b) == c, step
-            assert 0 <= c < 1000
+            assert 1 <= c <= MAX_VALUE
             assert (a, op, b, c) == (operation.left, operation.op, operation.right, operation.result)
             values.append(c)
         assert c == problem.answer
         assert final == f"The answer is {problem.answer}."
         assert extract_answer(problem.solution) == problem.answer
-        assert min(values) >= 1 and problem.answer < 1000
+        assert min(values) >= 1 and problem.answer <= MAX_VALUE
         assert str(problem.start) in problem.prompt
+
+
+def numbers_in(text: str) -> set[int]:
+    return {int(number) for number in re.findall(r"\d+", text)}
 
 
 def test_corruptions_are_single_errors_that_change_the_answer(problems, corruptions):
@@ -132,22 +138,42 @@ def test_corruptions_are_single_errors_that_change_the_answer(problems, corrupti
         if wrong.kind == "arithmetic_slip":
             expected[index] = False
         assert holds == expected, steps
-        if wrong.kind == "wrong_operation":
-            assert parse_equation(steps[index])[1] != parse_equation(correct[index])[1]
-        if wrong.kind == "wrong_number":
-            assert parse_equation(steps[index])[1] == parse_equation(correct[index])[1]
-            assert parse_equation(steps[index])[:3] != parse_equation(correct[index])[:3]
         assert wrong.step_labels == [i < index for i in range(len(steps))]
 
 
+def test_each_corrupted_step_is_wrong_the_way_its_kind_says(problems, corruptions):
+    seen = Counter()
+    for problem, wrong in zip(problems, corruptions, strict=True):
+        index = wrong.first_error_step
+        a, op, b, c = parse_equation(wrong.steps[index])
+        gold = problem.operations[index]
+        before = numbers_in(problem.prompt) | numbers_in(STEP_SEPARATOR.join(problem.steps[:index]))
+        if wrong.kind == "arithmetic_slip":  # right operands and operator, result off by 1 to 3
+            assert (a, op, b) == (gold.left, gold.op, gold.right)
+            assert 1 <= abs(c - gold.result) <= 3
+        elif wrong.kind == "wrong_operation":  # the sentence's words are kept, the operator changes
+            assert (a, b) == (gold.left, gold.right) and op != gold.op
+            assert wrong.steps[index].split(" = ")[0].rsplit(f" {op} ", 1)[0] in problem.steps[index]
+        else:  # one operand changed into a number that appears nowhere in the problem or the steps before
+            changed = [side for side, new, old in (("left", a, gold.left), ("right", b, gold.right)) if new != old]
+            assert len(changed) == 1 and op == gold.op, wrong.steps[index]
+            new, old = (a, gold.left) if changed == ["left"] else (b, gold.right)
+            assert new not in before, (wrong.steps[index], problem.prompt)
+            source = getattr(gold, f"{changed[0]}_from")
+            if wrong.kind == "copied_number":  # the original is a number written in the problem
+                assert source is None and old in numbers_in(problem.prompt)
+            else:  # carried_result: the original is the result of an earlier step, shown there
+                assert source is not None and old == problem.operations[source].result
+                assert f"= {old}." in problem.steps[source]
+        seen[wrong.kind] += 1
+    assert set(seen) == set(CORRUPTION_KINDS)
+
+
 def test_all_corruption_kinds_occur_in_similar_numbers(corruptions):
-    # The kind is drawn uniformly; a kind that cannot keep the wrong answer within a factor 2 of the gold one passes
-    # its turn to the next, which happens most to wrong operations.
-    assert Counter(wrong.kind for wrong in corruptions) == {
-        "wrong_number": 107,
-        "arithmetic_slip": 104,
-        "wrong_operation": 89,
-    }
+    # The kind is drawn uniformly; a kind that cannot keep the wrong answer within a factor 2 of the gold one (or
+    # cannot apply: a problem whose every carried value divides exactly only as it is) passes its turn to the next.
+    counts = Counter(wrong.kind for wrong in corruptions)
+    assert counts == {"carried_result": 85, "copied_number": 81, "arithmetic_slip": 74, "wrong_operation": 60}
 
 
 def test_wrong_answers_are_within_a_factor_2_of_the_gold_ones(problems, corruptions):
@@ -157,28 +183,101 @@ def test_wrong_answers_are_within_a_factor_2_of_the_gold_ones(problems, corrupti
 
 @pytest.mark.parametrize("kind", CORRUPTION_KINDS)
 def test_corruption_kinds_can_be_restricted(kind):
-    datasets = build_synthetic_datasets(n_train=3000, n_test=1000, seed=0, corruption_kinds=[kind])
-    assert (len(datasets["preference_train"]), len(datasets["preference_test"])) == (3000, 1000)
+    datasets = build_synthetic_datasets(n_train=300, n_test=100, seed=0, corruption_kinds=[kind])
+    assert (len(datasets["preference_train"]), len(datasets["preference_test"])) == (300, 100)
+    assert set(datasets["preference_train"]["error_type"]) == {kind}
     problems = generate_problems(50, seed=0)
     rng = random.Random(0)
-    assert {corrupt_problem(problem, rng, [kind]).kind for problem in problems} == {kind}
+    kinds = set()
+    for problem in problems:
+        try:
+            kinds.add(corrupt_problem(problem, rng, [kind]).kind)
+        except RuntimeError:
+            assert kind == "carried_result"  # e.g. 37 + 29 = 66 then 66 / 6: no near miss of 66 divides by 6
+    assert kinds == {kind}
 
 
-def test_a_problem_that_no_wrong_number_can_corrupt_is_replaced():
-    problem = generate_problems(4000, seed=0)[1523]
-    assert problem.prompt == (
-        "Leo has 37 stickers. He buys 29 more, then splits them into 6 equal piles and keeps one. "
-        "How many stickers does he have now?"
-    )
-    # 37 + 29 = 66 and 66 / 6 = 11: no miscopied operand keeps both steps exact and positive
-    with pytest.raises(RuntimeError, match="wrong_number"):
-        corrupt_problem(problem, random.Random(0), ["wrong_number"])
-    datasets = build_synthetic_datasets(n_train=3000, n_test=1000, seed=0, corruption_kinds=["wrong_number"])
-    assert problem.prompt + STEP_SEPARATOR not in datasets["prompts_train"]["prompt"]
-    assert (
-        problem.prompt + STEP_SEPARATOR
-        in build_synthetic_datasets(n_train=3000, n_test=1000)["prompts_train"]["prompt"]
-    )
+def test_a_problem_that_no_carried_result_can_corrupt_is_replaced():
+    problems = generate_problems(400, seed=0)
+    rng = random.Random(0)
+    stuck = []
+    for problem in problems:
+        try:
+            corrupt_problem(problem, rng, ["carried_result"])
+        except RuntimeError as e:
+            assert "carried_result" in str(e)
+            stuck.append(problem.prompt + STEP_SEPARATOR)
+    assert stuck
+    datasets = build_synthetic_datasets(n_train=300, n_test=50, seed=0, corruption_kinds=["carried_result"])
+    assert not set(stuck) & set(datasets["prompts_train"]["prompt"])
+
+
+def test_corrupted_solutions_have_the_token_length_of_the_correct_ones(minilm_path):
+    """Every number is a single MiniLM token, and an error changes numbers or an operator: lengths match exactly."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    assert all(len(tokenizer(str(n), add_special_tokens=False)["input_ids"]) == 1 for n in range(MAX_VALUE + 1))
+    rows = build_synthetic_datasets(n_train=200, n_test=1, seed=0)["preference_train"]
+    for row in rows:
+        chosen, rejected = (tokenizer(row["prompt"] + row[key])["input_ids"] for key in ("chosen", "rejected"))
+        assert len(chosen) == len(rejected)
+        assert len(row["chosen"].split()) == len(row["rejected"].split())
+
+
+def test_no_surface_feature_separates_correct_from_corrupted_solutions():
+    """
+    A logistic regression on surface features of a solution (its numbers' size and spread, the final answer, its
+    digits, its length in characters, its operators) stays near chance on held-out problems: the label is in the
+    arithmetic, not in which template wrote the text or how big its numbers are.
+    """
+    import torch
+
+    data = build_synthetic_datasets(n_train=1200, n_test=400, seed=0)
+
+    def features(split):
+        rows, labels = [], []
+        for row in data[f"outcome_{split}"]:
+            text = row["completion"]
+            numbers = [float(n) for n in re.findall(r"\d+", text)]
+            answer = float(extract_answer(text))
+            rows.append(
+                [
+                    answer / MAX_VALUE,
+                    math.log(answer),
+                    answer % 2,
+                    answer % 5 == 0,
+                    answer % 10 == 0,
+                    max(numbers) / MAX_VALUE,
+                    sum(numbers) / len(numbers) / MAX_VALUE,
+                    len(set(numbers)) / len(numbers),
+                    len(text) / 200,
+                    sum(ch.isdigit() for ch in text) / 50,
+                    *(text.count(f" {op} ") for op in "+-*/"),
+                    answer / max(numbers[:-1]),
+                ]
+            )
+            labels.append(float(row["label"]))
+        return torch.tensor(rows, dtype=torch.float64), torch.tensor(labels, dtype=torch.float64)
+
+    x, y = features("train")
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    weights = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights], max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        logits = ((x - mean) / std) @ weights[:-1] + weights[-1]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + 1e-3 * weights.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    x_test, y_test = features("test")
+    with torch.no_grad():
+        predicted = (((x_test - mean) / std) @ weights[:-1] + weights[-1]) > 0
+    accuracy = (predicted == y_test.bool()).double().mean().item()
+    assert accuracy < 0.6, accuracy
 
 
 def test_corrupt_problem_rejects_unknown_kinds(problems):
@@ -205,9 +304,9 @@ def test_default_split_sizes():
 
 def test_columns(datasets):
     for split in ("train", "test"):
-        assert datasets[f"preference_{split}"].column_names == ["prompt", "chosen", "rejected"]
-        assert datasets[f"outcome_{split}"].column_names == ["prompt", "completion", "label"]
-        assert datasets[f"stepwise_{split}"].column_names == ["prompt", "completions", "labels"]
+        assert datasets[f"preference_{split}"].column_names == ["prompt", "chosen", "rejected", "error_type"]
+        assert datasets[f"outcome_{split}"].column_names == ["prompt", "completion", "label", "error_type"]
+        assert datasets[f"stepwise_{split}"].column_names == ["prompt", "completions", "labels", "error_type"]
         assert datasets[f"prompts_{split}"].column_names == ["prompt", "answer"]
 
 
@@ -227,8 +326,21 @@ def test_views_agree_with_each_other(datasets):
         for i, pair in enumerate(preference):
             prompt = pair["prompt"]
             assert prompt.endswith("?" + STEP_SEPARATOR)
-            assert outcome[2 * i] == {"prompt": prompt, "completion": pair["chosen"], "label": True}
-            assert outcome[2 * i + 1] == {"prompt": prompt, "completion": pair["rejected"], "label": False}
+            kind = pair["error_type"]
+            assert kind in CORRUPTION_KINDS
+            assert outcome[2 * i] == {
+                "prompt": prompt,
+                "completion": pair["chosen"],
+                "label": True,
+                "error_type": "none",
+            }
+            assert outcome[2 * i + 1] == {
+                "prompt": prompt,
+                "completion": pair["rejected"],
+                "label": False,
+                "error_type": kind,
+            }
+            assert (stepwise[2 * i]["error_type"], stepwise[2 * i + 1]["error_type"]) == ("none", kind)
             assert STEP_SEPARATOR.join(stepwise[2 * i]["completions"]) == pair["chosen"]
             assert STEP_SEPARATOR.join(stepwise[2 * i + 1]["completions"]) == pair["rejected"]
             assert prompts[i] == {"prompt": prompt, "answer": extract_answer(pair["chosen"])}

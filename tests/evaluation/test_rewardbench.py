@@ -223,3 +223,35 @@ def test_cli_protocols_equal_python_on_a_tiny_model(tmp_path):
     bad.write_text(json.dumps({"prompt": "p", "chosen": "a", "subset": "shp"}) + "\n")
     with pytest.raises(ValueError, match='row 0: field "rejected"'):
         main(f"eval --model {model_dir} --dataset {bad} --output_dir {tmp_path / 'x'} --protocol rewardbench".split())
+
+
+def test_cli_runs_attribute_and_pairwise_models(tmp_path):
+    """All three model kinds go through the protocol: an attribute model (found by its stored attribute names,
+    combined by its stored weights) and a pair-PM (named with --model_kind pairwise) equal their Python scorers."""
+    from trl_rewards.inference.attribute_scoring import AttributeScorer
+    from trl_rewards.inference.pairwise_scoring import PairwiseScorer
+    from trl_rewards.scripts.cli import main
+    from trl_rewards.testing import save_tiny, tiny_llama_reward_model
+
+    data = tmp_path / "v1.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in V1_ROWS))
+    model, tok = tiny_llama_reward_model(num_labels=2)
+    model.config.attribute_names = ["helpfulness", "verbosity"]
+    model.config.attribute_weights = [1.0, -0.5]
+    model.config.problem_type = "regression"
+    attr_dir = save_tiny(model, tok, tmp_path / "attr")
+    pair_model, pair_tok = tiny_llama_reward_model(seed=3)
+    pair_dir = save_tiny(pair_model, pair_tok, tmp_path / "pair")
+    for name, folder, extra, scorer in (
+        ("attr", attr_dir, [], lambda: AttributeScorer.from_pretrained(attr_dir)),
+        ("pair", pair_dir, ["--model_kind", "pairwise"], lambda: PairwiseScorer.from_pretrained(pair_dir)),
+    ):
+        out = tmp_path / f"out_{name}"
+        argv = f"eval --model {folder} --dataset {data} --output_dir {out} --protocol rewardbench --bootstrap 0"
+        assert main(argv.split() + extra) == 0
+        results = json.loads((out / "results.json").read_text())
+        expected = evaluate_rewardbench(scorer(), V1_ROWS, "v1", bootstrap=0)
+        assert results["scorer_kind"] == expected["scorer_kind"] == ("pairwise" if name == "pair" else "pointwise")
+        assert results["per_row"] == expected["per_row"] and results["score"] == pytest.approx(expected["score"])
+    with pytest.raises(ValueError, match="pair-PM"):
+        main(f"eval --model {pair_dir} --dataset {data} --output_dir {tmp_path / 'p'} --model_kind pairwise".split())

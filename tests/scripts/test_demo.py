@@ -14,11 +14,21 @@ from safetensors.torch import load_file
 
 from trl_rewards.data.encoding import encode_chat as _chat_ids
 from trl_rewards.data.encoding import encode_text as _text_ids
+from trl_rewards.data.synthetic import CORRUPTION_KINDS
 from trl_rewards.evaluation.plots import plot_reward_trajectory
 from trl_rewards.scripts.cli import main as cli_main
 from trl_rewards.scripts.demo import DemoArguments, main, selected_stages
-from trl_rewards.scripts.demo_grpo import grpo_prompts
-from trl_rewards.scripts.demo_stages import INSTRUCTION, PRM_AGGREGATIONS, freeze_bottom_layers, plain_chat_template
+from trl_rewards.scripts.demo_grpo import grpo_prompts, reward_slope
+from trl_rewards.scripts.demo_metrics import kind_figures, pair_figures, step_figures
+from trl_rewards.scripts.demo_stages import (
+    EXAMPLE_PROBLEM,
+    EXAMPLE_SOLUTION,
+    INSTRUCTION,
+    PRM_AGGREGATIONS,
+    freeze_bottom_layers,
+    plain_chat_template,
+)
+from trl_rewards.scripts.demo_summary import figure_rows, print_summary
 from trl_rewards.testing import tiny_bert_reward_model, tiny_bert_tokenizer, tiny_llama_tokenizer
 
 MEMBERS = ["bt", "prm", "answer_correctness"]
@@ -40,9 +50,18 @@ def test_tiny_demo_runs_every_stage(tiny_run):
     for name in ("report.md", "results.json", "reward_distributions.png", "calibration.png"):
         assert (out / "eval_bt" / name).is_file(), name
     assert results["eval_bt"]["count"] == 16 and 0.0 <= results["eval_bt"]["accuracy"] <= 1.0
-    # PRM: step metrics on every held-out solution, best-of-2 per problem for each aggregation
+    # BT: accuracy per error kind of the rejected solution
+    assert sum(report["count"] for report in results["eval_bt"]["kinds"].values()) == 16
+    assert set(results["eval_bt"]["kinds"]) <= set(CORRUPTION_KINDS)
+    # PRM: step metrics on every held-out solution beside their baselines, best-of-2 per problem for each
+    # aggregation, and per error kind
     prm = results["eval_prm"]
-    assert prm["step_metrics"]["n_solutions"] == 32
+    steps = prm["step_metrics"]
+    assert steps["n_solutions"] == 32 and steps["majority_f1"] == 0.0
+    assert steps["all_bad_f1"] == pytest.approx(2 * steps["bad_step_rate"] / (1 + steps["bad_step_rate"]))
+    assert 0.5 < steps["position_auroc"] <= 1.0  # later steps are more often bad: position alone beats chance
+    assert prm["pairs"]["n_problems"] == 16 and prm["pairs"]["random_pick"] == 0.5
+    assert sum(report["n_solutions"] for report in prm["kinds"].values()) == 16
     for method in PRM_AGGREGATIONS:
         report = prm["solutions"][method]
         assert report["n_problems"] == 16 and report["random_pick"] == 0.5 and report["oracle"] == 1.0
@@ -50,7 +69,11 @@ def test_tiny_demo_runs_every_stage(tiny_run):
     # GRPO: one record per step with every member, group z-scores centred, normalized once
     grpo = results["grpo"]
     assert grpo["members"] == MEMBERS and grpo["double_normalization_warnings"] == []
-    assert [record["step"] for record in grpo["history"]] == [1, 2]
+    assert [record["step"] for record in grpo["history"]] == [1, 2, 3]
+    assert 0.0 <= grpo["truncated_share"] <= 1.0 and grpo["max_completion_length"] == 8
+    for member in MEMBERS:  # a least-squares trend over the 3 steps, with its interval
+        slope = grpo["reward_slopes"][member]
+        assert slope["n"] == 3 and slope["slope_ci"][0] <= slope["slope"] <= slope["slope_ci"][1]
     for record in grpo["history"]:
         for member in MEMBERS:
             assert math.isfinite(record[f"{member}/raw_mean"])
@@ -60,7 +83,7 @@ def test_tiny_demo_runs_every_stage(tiny_run):
     lora_b = [tensor for name, tensor in adapter.items() if "lora_B" in name]
     assert lora_b and any(tensor.abs().sum() > 0 for tensor in lora_b), "LoRA B starts at 0: the policy did not train"
     saved = json.loads((out / "results.json").read_text())
-    assert saved["grpo"]["steps"] == 2 and saved["eval_bt"]["accuracy"] == results["eval_bt"]["accuracy"]
+    assert saved["grpo"]["steps"] == 3 and saved["eval_bt"]["accuracy"] == results["eval_bt"]["accuracy"]
 
 
 def test_stage_subset_reuses_trained_models(tiny_run, tmp_path):
@@ -165,10 +188,15 @@ def test_freeze_bottom_layers():
 def test_grpo_prompts_follow_the_policy_tokenizer():
     rows = Dataset.from_list([{"prompt": "Mia has 3 pens. How many?\n", "answer": 3}])
     chat = grpo_prompts(rows, tiny_llama_tokenizer())[0]
-    assert chat["prompt"] == [{"role": "user", "content": f"{INSTRUCTION}\n\nMia has 3 pens. How many?"}]
+    assert chat["prompt"] == [  # the worked example as an earlier turn, then the question
+        {"role": "user", "content": f"{INSTRUCTION}\n{EXAMPLE_PROBLEM}"},
+        {"role": "assistant", "content": EXAMPLE_SOLUTION},
+        {"role": "user", "content": "Mia has 3 pens. How many?"},
+    ]
+    assert EXAMPLE_SOLUTION.endswith("The answer is 14.") and "12 + 5 = 17" in EXAMPLE_SOLUTION
     assert chat["answer"] == 3
     text = grpo_prompts(rows, tiny_bert_tokenizer())[0]  # no chat template: a text prompt
-    assert text["prompt"] == f"{INSTRUCTION}\n\nMia has 3 pens. How many?\n"
+    assert text["prompt"] == f"{INSTRUCTION}\n{EXAMPLE_PROBLEM}\n{EXAMPLE_SOLUTION}\n\nMia has 3 pens. How many?\n"
     messages = [{"role": "user", "content": "Hi"}]
     assert grpo_prompts(Dataset.from_list([{"prompt": messages}]), tiny_llama_tokenizer())[0]["prompt"] == messages
     with pytest.raises(ValueError, match="need a 'prompt' column"):
@@ -186,3 +214,58 @@ def test_plot_reward_trajectory(tmp_path):
     history[1]["bt/raw_mean"] = float(torch.tensor(float("nan")))
     with pytest.raises(ValueError, match="every value must be finite"):
         plot_reward_trajectory(history, tmp_path / "w.png", keys=["bt/raw_mean"])
+
+
+def test_step_figures_beside_their_baselines():
+    """Hand case: 2 solutions, steps (good, good, bad) and (good, good, good); bad-step rate 1/6."""
+    labels = [[True, True, False], [True, True, True]]
+    perfect = step_figures([[0.9, 0.8, 0.1], [0.9, 0.7, 0.6]], labels, bootstrap=0)
+    assert perfect["bad_f1"] == 1.0 and perfect["step_auroc"] == 1.0 and perfect["bad_f1_ci"] is None
+    assert perfect["majority_accuracy"] == pytest.approx(5 / 6) and perfect["majority_f1"] == 0.0
+    assert perfect["all_bad_f1"] == pytest.approx(2 * (1 / 6) / (1 + 1 / 6))  # recall 1, precision 1/6
+    # position alone: the bad step (index 2) is outranked by the 4 good steps at indices 0 and 1 and ties with the
+    # good one at index 2 (counts half): AUROC = (4 + 0.5) / 5
+    assert perfect["position_auroc"] == pytest.approx(4.5 / 5)
+    blind = step_figures([[0.9] * 3, [0.9] * 3], labels, bootstrap=50)
+    assert blind["bad_f1"] == 0.0 and blind["step_auroc"] == 0.5
+    assert blind["bad_f1_ci"] == [0.0, 0.0]
+
+
+def test_pair_and_kind_figures():
+    pairs = pair_figures([0.9, 0.5, 0.2], [0.1, 0.5, 0.8], bootstrap=0, seed=0)
+    assert pairs["best_of_2"] == pytest.approx((1 + 0.5 + 0) / 3) and pairs["random_pick"] == 0.5
+    # problem 0: correct (0) vs slip (1), problem 1: correct (2) vs copied number (3)
+    probabilities = [[0.9, 0.9], [0.9, 0.8], [0.8, 0.9], [0.2, 0.1]]
+    labels = [[True, True], [True, False], [True, True], [False, False]]
+    kinds = ["none", "arithmetic_slip", "none", "copied_number"]
+    scores = [min(p) for p in probabilities]
+    report = kind_figures(probabilities, labels, kinds, scores, [(0, 1), (2, 3)], bootstrap=0)
+    assert report["copied_number"]["first_error_caught"] == 1.0 and report["copied_number"]["best_of_2"] == 1.0
+    assert report["copied_number"]["auroc"] == 1.0
+    assert report["arithmetic_slip"]["first_error_caught"] == 0.0 and report["arithmetic_slip"]["best_of_2"] == 1.0
+    assert report["arithmetic_slip"]["auroc"] == 0.75  # 0.8 outscores the correct 0.8 (tie) and is below 0.9
+
+
+def test_reward_slope_has_an_interval():
+    history = [{"step": s, "r": 0.5 + 0.1 * s + (0.01 if s % 2 else -0.01)} for s in range(1, 11)]
+    slope = reward_slope(history, "r")
+    assert slope["slope"] == pytest.approx(0.1, abs=0.01) and slope["n"] == 10
+    assert slope["slope_ci"][0] < slope["slope"] < slope["slope_ci"][1] and slope["slope_ci"][0] > 0.09
+    flat = reward_slope([{"step": s, "r": (-1) ** s} for s in range(1, 9)], "r")
+    assert flat["slope_ci"][0] < 0 < flat["slope_ci"][1]  # no trend: the interval contains 0
+    assert reward_slope(history[:2], "r") is None
+    constant = reward_slope([{"step": s, "r": 0.0} for s in range(1, 5)], "r")
+    assert constant["slope"] == 0.0 and constant["slope_ci"] == [0.0, 0.0]
+
+
+def test_summary_prints_every_figure_beside_its_baseline(tiny_run, capsys):
+    _, results = tiny_run
+    rows = {name.strip(): baseline for name, _, baseline in figure_rows(results)}
+    assert "prefer the shorter" in rows["BT pairwise accuracy (16 pairs)"]
+    assert rows["PRM step AUROC"].startswith("chance 0.500, step position alone")
+    assert "all bad" in next(baseline for name, baseline in rows.items() if name.startswith("PRM bad-step F1"))
+    assert "random 0.500" in next(baseline for name, baseline in rows.items() if name.startswith("PRM best-of-2"))
+    assert "max_completion_length=8" in rows["GRPO truncated completions"]
+    print_summary(results)
+    printed = capsys.readouterr().out
+    assert "value [95% CI]" in printed and "GRPO bt reward slope / step" in printed

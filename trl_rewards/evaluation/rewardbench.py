@@ -26,8 +26,9 @@ A pairwise scorer (`win_probability(prompts, a, b)`, order-averaged) decides v1 
 in v2 the chosen response must beat each rejected one (P > 0.5; P = 0.5 counts as a tie, shared as above), and in
 Ties each response's score is its mean win probability against the prompt's other responses (a round robin).
 
-**Formatting.** A text prompt becomes a user message and the response an assistant message when the scorer's
-tokenizer has a chat template (RewardBench's rule); otherwise the text is rendered with `prompt_template`
+**Formatting.** A text prompt becomes a user message and the response an assistant message when a pointwise scorer's
+tokenizer has a chat template (RewardBench's rule); otherwise (and for pair-PMs, which have their own pair template)
+the text is rendered with `prompt_template`
 (default: the `\\n\\nHuman: ...\\n\\nAssistant: ` format of HH-RLHF, which our examples train on).
 
 Intervals: a stratified bootstrap over rows (within each subset; Ties resamples prompt ids), 95% percentile.
@@ -209,6 +210,10 @@ def v2_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------------ model scoring
 def _chat(scorer) -> bool:
+    """Chat formatting: a pointwise scorer whose tokenizer has a chat template (a pair-PM reads its own text
+    template, so it gets text)."""
+    if _is_pairwise(scorer):
+        return False
     return getattr(getattr(scorer, "tokenizer", None), "chat_template", None) is not None
 
 

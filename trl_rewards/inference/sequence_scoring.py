@@ -2,21 +2,26 @@
 
 Results do not depend on the batch size, the order of the inputs or the padding side: sequences are tokenized exactly
 as in training, sorted by length, padded per micro-batch, and decoders receive explicit position ids so that left
-padding does not shift positions. Encoders read `[CLS]` at position 0 and are always padded on the right.
+padding does not shift positions. Encoders read `[CLS]` at position 0 and are always padded on the right. With
+`prefix_sharing=True` (decoders), completions of the same prompt are scored together with the prompt encoded once
+(`inference.shared_prefix_scoring`); the scores are the same.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
 
 from ..data.encoding import encode_prompt_completion
 from ..data.length import truncate_ids
+from ..data.prefix_sharing import check_packing_support
 from ..modeling import is_decoder_model, load_reward_model, position_limit, prepare_tokenizer
 from .batching import length_sorted_batches
+from .shared_prefix_scoring import score_shared_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ class RewardScorer:
         device: where to run; the model is moved there. Defaults to the model's device.
         normalize (`bool`): return `(r - reward_mean) / reward_std` using the statistics stored in the model config at
             training time.
+        prefix_sharing (`bool`): score the completions of one prompt (equal prompts, e.g. GRPO's groups) with the
+            prompt run once and its KV cache reused by each completion (same scores; decoders with `"sdpa"`/`"eager"`
+            attention only, an encoder is an error).
     """
 
     def __init__(
@@ -53,6 +61,7 @@ class RewardScorer:
         padding_side: str = "right",
         device: str | torch.device | None = None,
         normalize: bool = False,
+        prefix_sharing: bool = False,
     ):
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
@@ -61,6 +70,14 @@ class RewardScorer:
         self.device, self.model = place_model(model, device)
         self.tokenizer = prepare_tokenizer(tokenizer, model)
         self.decoder = is_decoder_model(model)
+        if prefix_sharing and not self.decoder:
+            raise ValueError(
+                "prefix_sharing=True needs a causal (decoder) reward model: in a bidirectional encoder the prompt's "
+                "encoding depends on the completion after it, so it cannot be computed once per group"
+            )
+        if prefix_sharing:
+            check_packing_support(model)
+        self.prefix_sharing = prefix_sharing
         self.padding_side = padding_side if self.decoder else "right"
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
@@ -117,8 +134,20 @@ class RewardScorer:
         return self.model(**kwargs).logits[:, 0].float()
 
     @torch.inference_mode()
-    def score_ids(self, sequences: Sequence[list[int]]) -> list[float]:
-        """Scores already tokenized sequences; returns one float per sequence, in input order."""
+    def score_ids(self, sequences: Sequence[list[int]], groups: Sequence[Hashable] | None = None) -> list[float]:
+        """Scores already tokenized sequences; returns one float per sequence, in input order. With
+        `prefix_sharing`, sequences with equal `groups` keys are packed to share their common prefix."""
+        if self.prefix_sharing and groups is not None:
+            scores = score_shared_prefix(
+                self.model,
+                sequences,
+                groups,
+                self.tokenizer.pad_token_id,
+                self.device,
+                self.batch_size,
+                self.max_tokens_per_batch,
+            )
+            return ((scores - self.mean) / self.std).tolist()
         scores = torch.empty(len(sequences), dtype=torch.float64)
         for batch in length_sorted_batches([len(s) for s in sequences], self.batch_size, self.max_tokens_per_batch):
             scores[batch] = self._forward([sequences[i] for i in batch]).double().cpu()
@@ -141,7 +170,7 @@ class RewardScorer:
             except ValueError as error:
                 raise ValueError(f"row {row}: {error}") from error
         warn_truncated(self.n_truncated - before, len(sequences), "sequences", self.max_length, _TRUNCATION)
-        return self.score_ids(sequences)
+        return self.score_ids(sequences, [prompt_key(prompt, row) for row, prompt in enumerate(prompts)])
 
     def score_pairs(
         self, prompts: Sequence[Any], chosen: Sequence[Any], rejected: Sequence[Any]
@@ -154,6 +183,16 @@ class RewardScorer:
 
 
 _TRUNCATION = "leading special tokens and the end kept"
+
+
+def prompt_key(prompt: Any, row: int) -> Hashable:
+    """The group key of a prompt: equal texts or equal message lists share a key; a missing prompt (`None`) shares
+    nothing (its own row)."""
+    if prompt is None:
+        return ("row", row)
+    if isinstance(prompt, str):
+        return ("text", prompt)
+    return ("chat", json.dumps(prompt, sort_keys=True, default=str))
 
 
 def place_model(model, device: str | torch.device | None) -> tuple[torch.device, Any]:

@@ -32,6 +32,7 @@ from ..inference.sequence_scoring import PADDING_SIDES, RewardScorer
 from ..inference.step_scoring import ProcessRewardScorer
 from ..modeling import load_process_reward_model, load_reward_model
 from .base import ModelBackedReward, is_conversational, message_text, model_name, prompt_text
+from .step_rewards import step_spans
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class RewardModelFunction(ModelBackedReward):
         normalize (`bool`, *optional*, defaults to `False`):
             Return `(r - reward_mean) / reward_std` with the statistics stored in the model config (an error if
             there are none).
+        prefix_sharing (`bool`, *optional*, defaults to `False`):
+            Score the completions of one prompt (GRPO's group) with the prompt encoded once (same scores; decoder
+            reward models only, see [`RewardScorer`]).
         model_args ([`~trl.ModelConfig`], *optional*):
             dtype, revision and quantization for loading from a path.
         base_model_name_or_path (`str`, *optional*):
@@ -99,6 +103,7 @@ class RewardModelFunction(ModelBackedReward):
         padding_side: str = "right",
         device: str | torch.device | None = None,
         normalize: bool = False,
+        prefix_sharing: bool = False,
         model_args=None,
         base_model_name_or_path: str | None = None,
         dtype: str | torch.dtype | None = None,
@@ -119,6 +124,7 @@ class RewardModelFunction(ModelBackedReward):
             "max_length": max_length,
             "padding_side": padding_side,
             "normalize": normalize,
+            "prefix_sharing": prefix_sharing,
         }
         self.num_truncated = 0
         self._scorer = None
@@ -208,6 +214,12 @@ class ProcessRewardFunction(ModelBackedReward):
             Splits a completion into steps (stripped, empty ones dropped). A completion without any step gets `None`.
         aggregation (`str`, *optional*, defaults to `"product"`):
             One of `"product"` (every step right), `"min"` (weakest step), `"last"`, `"mean"`, `"softmin"`.
+            Rejected with `step_rewards=True`.
+        step_rewards (`bool`, *optional*, defaults to `False`):
+            Step mode: return, per completion, every step's `(char_end, P(step correct))` instead of one aggregated
+            reward (the contract of [`~trl_rewards.rewards.step_rewards.StepRewardFunction`], for
+            [`~trl_rewards.trainers.process_grpo_trainer.ProcessGRPOTrainer`]'s `step_reward_funcs`); `char_end`
+            is where the stripped step ends in the completion's text.
         temperature (`float`, *optional*):
             Temperature of `"softmin"` (required there), rejected by the other aggregations.
         name (`str`, *optional*):
@@ -237,8 +249,9 @@ class ProcessRewardFunction(ModelBackedReward):
         tokenizer=None,
         *,
         step_separator: str = "\n",
-        aggregation: str = "product",
+        aggregation: str | None = None,
         temperature: float | None = None,
+        step_rewards: bool = False,
         name: str | None = None,
         device: str | torch.device | None = None,
         model_style: str | None = None,
@@ -250,6 +263,9 @@ class ProcessRewardFunction(ModelBackedReward):
             raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
         if "text_separator" in scorer_kwargs:
             raise ValueError("text_separator is not used: completions are split into steps with step_separator")
+        if step_rewards and (aggregation is not None or temperature is not None):
+            raise ValueError("step_rewards=True returns every step's probability: aggregation and temperature unused")
+        aggregation = aggregation or "product"
         try:  # rejects a bad aggregation or temperature before the PRM loads
             aggregate_step_scores([1.0], aggregation, temperature)
         except ValueError as error:
@@ -259,8 +275,9 @@ class ProcessRewardFunction(ModelBackedReward):
         self._init_source(model, tokenizer, device, {"model_args": model_args, "dtype": dtype})
         self.__name__ = name or model_name(model if self._path is None else None, self._path, "process_reward_model")
         self.step_separator = step_separator
-        self.aggregation = aggregation
+        self.aggregation = None if step_rewards else aggregation
         self.temperature = temperature
+        self.step_rewards = self.returns_step_rewards = bool(step_rewards)
         self.model_style = model_style
         self.scorer_kwargs = scorer_kwargs
         self.num_truncated = 0
@@ -308,9 +325,13 @@ class ProcessRewardFunction(ModelBackedReward):
         log_metric = kwargs.get("log_metric")
         if log_metric is not None:
             log_metric(f"{self.__name__}/num_truncated", float(truncated))
-        rewards: list[float | None] = [None] * len(completions)
+        rewards: list = [None] * len(completions)
         for i, probs in zip(rows, probabilities, strict=True):
-            rewards[i] = aggregate_step_scores(probs, self.aggregation, self.temperature)
+            if self.step_rewards:  # the spans are the very steps split_steps gave the PRM, in order
+                ends = [end for _, end in step_spans(message_text(completions[i]), self.step_separator)]
+                rewards[i] = list(zip(ends, probs, strict=True))
+            else:
+                rewards[i] = aggregate_step_scores(probs, self.aggregation, self.temperature)
         return rewards
 
     def __repr__(self) -> str:

@@ -54,6 +54,9 @@ class DatasetArguments:
 SCORER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+MODEL_KINDS = ("auto", "reward", "attributes", "pairwise")
+
+
 @dataclass
 class ScorerArguments:
     """
@@ -71,6 +74,10 @@ class ScorerArguments:
         device (`str`, *optional*): default: `"cuda"` when available, else `"cpu"`.
         cache_path (`str`, *optional*): sqlite score cache ([`ScoreCache`]); only texts not scored before by the
             same weights and settings are computed.
+        model_kind (`str`, *optional*, defaults to `"auto"`): `"reward"` (one score per text, [`RewardScorer`]),
+            `"attributes"` (a multi-attribute model, combined by its stored weights, [`AttributeScorer`]),
+            `"pairwise"` (a pair-PM, [`PairwiseScorer`]; RewardBench protocols only); `"auto"`: `"attributes"` when
+            the saved model records attribute names, else `"reward"` (a pair-PM cannot be told apart: name it).
     """
 
     batch_size: int = field(default=32, metadata={"help": "Most sequences per forward pass."})
@@ -90,7 +97,17 @@ class ScorerArguments:
         default=None, metadata={"help": "Sqlite score cache: reuse scores of texts already scored by these weights."}
     )
 
+    model_kind: str = field(
+        default="auto",
+        metadata={
+            "help": "reward, attributes or pairwise (a pair-PM: RewardBench protocols only); auto: attributes when "
+            "the saved model records attribute names, else reward.",
+            "choices": list(MODEL_KINDS),
+        },
+    )
+
     def __post_init__(self):
+        check_choice("model_kind", self.model_kind, MODEL_KINDS)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name in ("max_tokens_per_batch", "max_length"):

@@ -2,11 +2,12 @@
 so `--config file.yaml` and command-line flags set the same fields.
 
     trl-rewards train bt --model_name_or_path M --dataset_name data.jsonl --output_dir out [--config x.yaml]
-    trl-rewards train prm|orm (same options, with the config of that trainer)
+    trl-rewards train prm|orm|attr|pairwise (same options, with the config of that trainer)
     trl-rewards merge ADAPTER_DIR OUTPUT_DIR
     trl-rewards demo [--output_dir DIR] [--stages bt prm eval grpo] [--tiny] [--reward_base M] [--policy M] ...
     trl-rewards eval --model M --dataset pairs.jsonl --output_dir DIR [--subset_column subset] [--bootstrap N]
     trl-rewards score --model M --input rows.jsonl --output scored.jsonl
+    trl-rewards make-pairs --model_name_or_path P --dataset_name prompts.jsonl --output pairs.jsonl --reward_model M
     trl-rewards configs [--output_dir deepspeed_configs]
 """
 
@@ -25,12 +26,15 @@ commands:
   train bt     train a Bradley-Terry (pairwise) reward model
   train prm    train a process reward model (per-step labels; classifier or LM step-tag style)
   train orm    train an outcome reward model (one correctness label per solution)
+  train attr   train a multi-attribute regression reward model (HelpSteer2-style ratings, one column each)
+  train pairwise  train a pairwise preference model: reads both responses, outputs P(A beats B) (pair-PM)
   merge        merge a LoRA reward-model adapter and its head into a plain model
   average      weight-average reward models fine-tuned from one initialization (WARM)
   demo         the whole pipeline on embedded data, offline, on CPU
   eval         evaluate a reward model on preference pairs: results.json, report.md, plots
   eval-steps   evaluate a process reward model on ProcessBench or PRMBench rows: results.json, report.md
   score        score (prompt, completion) rows of a .jsonl file
+  make-pairs   preference pairs from a policy's samples: best vs worst by a reward or judge, or SPIN
   serve        serve reward models, PRMs or an ensemble over HTTP (Ray Serve; ours, vLLM and OpenRLHF protocols)
   configs      write the packaged DeepSpeed/accelerate configs into ./deepspeed_configs
 
@@ -49,11 +53,14 @@ COMMANDS = {
     "train bt": ("train", "train_bt"),
     "train prm": ("train", "train_prm"),
     "train orm": ("train", "train_orm"),
+    "train attr": ("train", "train_attr"),
+    "train pairwise": ("train", "train_pairwise"),
     "merge": ("merge", "merge"),
     "average": ("merge", "average"),
     "eval": ("eval", "evaluate"),
     "eval-steps": ("eval_steps", "eval_steps"),
     "score": ("eval", "score"),
+    "make-pairs": ("make_pairs", "make_pairs"),
     "serve": ("serve", "main"),
     "configs": ("configs", "main"),
     "demo": ("demo", "main"),

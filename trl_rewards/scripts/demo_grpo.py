@@ -7,13 +7,23 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .demo_stages import INSTRUCTION, StageProgress, load_policy, plain_chat_template, quiet, scoring_device
+from .demo_stages import (
+    EXAMPLE_PROBLEM,
+    EXAMPLE_SOLUTION,
+    INSTRUCTION,
+    StageProgress,
+    load_policy,
+    plain_chat_template,
+    quiet,
+    scoring_device,
+)
 
 
 def grpo_prompts(dataset, tokenizer):
     """
-    GRPO rows: a text `prompt` becomes one user message (the instruction, then the question) when the policy has a
-    chat template, else the same text; conversational prompts are kept. Other columns (`answer`) are kept.
+    GRPO rows: a text `prompt` becomes a chat when the policy has a chat template (the instruction with a worked
+    example, its solution as the assistant's turn, then the question as the next user turn), else the same contents
+    as one text; conversational prompts are kept. Other columns (`answer`) are kept.
     """
     if "prompt" not in dataset.column_names:
         raise ValueError(f"the GRPO prompts need a 'prompt' column; columns are {dataset.column_names}")
@@ -23,8 +33,16 @@ def grpo_prompts(dataset, tokenizer):
         prompt = row["prompt"]
         if not isinstance(prompt, str):
             return {"prompt": prompt}
-        text = f"{INSTRUCTION}\n\n{prompt.strip()}"
-        return {"prompt": [{"role": "user", "content": text}] if chat else text + "\n"}
+        question = prompt.strip()
+        if not chat:
+            return {"prompt": f"{INSTRUCTION}\n{EXAMPLE_PROBLEM}\n{EXAMPLE_SOLUTION}\n\n{question}\n"}
+        return {
+            "prompt": [
+                {"role": "user", "content": f"{INSTRUCTION}\n{EXAMPLE_PROBLEM}"},
+                {"role": "assistant", "content": EXAMPLE_SOLUTION},
+                {"role": "user", "content": question},
+            ]
+        }
 
     return dataset.map(convert)
 
@@ -95,6 +113,7 @@ def run_grpo(args, prompts, bt_path: str, prm_path: str, output_dir: str, bt_tex
         per_device_train_batch_size=args.num_generations * args.prompts_per_step,
         num_generations=args.num_generations,
         max_completion_length=args.size("max_completion_length"),
+        temperature=args.grpo_temperature,
         learning_rate=learning_rate,
         scale_rewards="none",
         beta=0.0,
@@ -130,6 +149,7 @@ def run_grpo(args, prompts, bt_path: str, prm_path: str, output_dir: str, bt_tex
                     record[f"{member}/{stat}"] = entry.get(f"ensemble/{member}/{stat}")
             record["disagreement"] = entry.get("ensemble/disagreement")
             record["completion_length"] = entry.get("completions/mean_length")
+            record["clipped_ratio"] = entry.get("completions/clipped_ratio")
             history.append(record)
     plot = plot_reward_trajectory(
         history,
@@ -139,8 +159,13 @@ def run_grpo(args, prompts, bt_path: str, prm_path: str, output_dir: str, bt_tex
     )
     policy_dir = os.path.join(output_dir, "policy")
     trainer.save_model(policy_dir)
+    clipped = [r["clipped_ratio"] for r in history if isinstance(r.get("clipped_ratio"), int | float)]
     return {
         "members": members,
+        "max_completion_length": config.max_completion_length,
+        "completions_per_step": config.per_device_train_batch_size,
+        "truncated_share": sum(clipped) / len(clipped) if clipped else None,
+        "reward_slopes": {member: reward_slope(history, f"{member}/raw_mean") for member in members},
         "normalization": args.normalization,
         "aggregation": args.aggregation,
         "double_normalization_warnings": warnings,
@@ -161,3 +186,29 @@ def trajectory_line(history: Sequence[dict[str, Any]], key: str) -> str:
         return "n/a"
     late = values[len(values) // 2 :]
     return f"{values[0]:.3f} -> {values[-1]:.3f} (last half mean {sum(late) / len(late):.3f})"
+
+
+def reward_slope(history: Sequence[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """
+    Least-squares slope of one metric over the GRPO steps with its 95% interval (`slope +- t * stderr`, Student t with
+    `n - 2` degrees of freedom; `scipy.stats.linregress`): a trend with its uncertainty, not a claim of improvement.
+    `None` with fewer than 3 finite points.
+    """
+    from scipy import stats
+
+    points = [(r["step"], r[key]) for r in history if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+    if len(points) < 3:
+        return None
+    steps, values = zip(*points, strict=True)
+    if len(set(values)) == 1:  # a constant (e.g. an answer check that never passes): no trend, no uncertainty
+        slope, half = 0.0, 0.0
+    else:
+        fit = stats.linregress(steps, values)
+        slope, half = float(fit.slope), float(stats.t.ppf(0.975, len(points) - 2) * fit.stderr)
+    return {
+        "slope": slope,
+        "slope_ci": [slope - half, slope + half],
+        "first": float(values[0]),
+        "last": float(values[-1]),
+        "n": len(points),
+    }

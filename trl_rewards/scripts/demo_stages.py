@@ -15,10 +15,15 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-# Put before each synthetic question (the reward models then see the question right before the solution, as in
-# their training rows). The policy must end with this sentence for the rule-based reward to find its answer.
-INSTRUCTION = 'Solve the problem step by step, one calculation per line, and end with a line "The answer is N."'
+# The GRPO prompt: the instruction with a worked example as an earlier chat turn, then the question. With the example
+# as a turn, SmolLM2-135M-Instruct (temperature 0.7) ended 15 of 16 completions of 1-2-step problems with the answer
+# line within 64 tokens; with the instruction alone 3 of 12 (temperature 1.0), with the example inline 5 of 16. The
+# policy must end with "The answer is N." for the rule-based reward to find its answer.
+INSTRUCTION = 'Solve the problem. Write one calculation per line, then a last line "The answer is N."'
+EXAMPLE_PROBLEM = "Mia has 12 apples. She buys 5 more, then gives away 3. How many apples does she have now?"
+EXAMPLE_SOLUTION = "Buying 5 more gives 12 + 5 = 17.\nGiving away 3 leaves 17 - 3 = 14.\nThe answer is 14."
 PRM_AGGREGATIONS = ("product", "min", "last", "mean")
+REPORT_COLUMN = "error_type"  # the kind of error of a synthetic row, reported per kind by the eval stage
 
 
 class StageProgress(TrainerCallback):
@@ -201,13 +206,13 @@ def prm_step_separator(tokenizer) -> str:
 # -------------------------------------------------------------------------------------------------------- training
 
 
-def _common_training_args(args, output_dir: str, epochs: float) -> dict[str, Any]:
+def _common_training_args(args, output_dir: str, epochs: float, learning_rate: float) -> dict[str, Any]:
     return dict(
         output_dir=output_dir,
         num_train_epochs=epochs,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=2 * args.batch_size,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate,
         warmup_steps=0.1,
         logging_steps=args.logging_steps,
         save_strategy="no",
@@ -220,6 +225,11 @@ def _common_training_args(args, output_dir: str, epochs: float) -> dict[str, Any
         dataloader_pin_memory=False,
         disable_tqdm=True,
     )
+
+
+def training_columns(dataset):
+    """`dataset` without the synthetic rows' `error_type` column (for the reports only; trainers do not read it)."""
+    return dataset.remove_columns(REPORT_COLUMN) if REPORT_COLUMN in dataset.column_names else dataset
 
 
 def _last_train_log(trainer, keys: Sequence[str]) -> dict[str, float]:
@@ -239,12 +249,14 @@ def train_bradley_terry(args, train_dataset, eval_dataset, output_dir: str) -> d
     frozen = freeze_bottom_layers(model, args.size("freeze_layers"))
     # No evaluation during training (the eval stage scores the held-out pairs with the evaluation layer); the held-out
     # pairs only give the reward mean/std stored in the saved config, one forward pass over them.
-    config = BradleyTerryConfig(**_common_training_args(args, output_dir, args.bt_epochs), eval_strategy="no")
+    config = BradleyTerryConfig(
+        **_common_training_args(args, output_dir, args.bt_epochs, args.learning_rate), eval_strategy="no"
+    )
     trainer = BradleyTerryTrainer(
         model=model.train(),
         args=config,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
+        train_dataset=training_columns(train_dataset),
+        eval_dataset=training_columns(eval_dataset),
         processing_class=tokenizer,
     )
     quiet(trainer, StageProgress("bt", ["loss", "accuracy", "margin"]))
@@ -269,12 +281,17 @@ def train_process_reward(args, train_dataset, output_dir: str) -> dict[str, Any]
 
     model, tokenizer = load_reward_base(args, "prm")
     frozen = freeze_bottom_layers(model, args.size("freeze_layers"))
-    separator = prm_step_separator(tokenizer)
+    separator = args.prm_step_separator or prm_step_separator(tokenizer)
     config = ProcessRewardConfig(
-        **_common_training_args(args, output_dir, args.prm_epochs), model_style="classifier", step_separator=separator
+        **_common_training_args(args, output_dir, args.prm_epochs, args.prm_learning_rate),
+        model_style="classifier",
+        step_separator=separator,
     )
     trainer = ProcessRewardTrainer(
-        model=model.train(), args=config, train_dataset=train_dataset, processing_class=tokenizer
+        model=model.train(),
+        args=config,
+        train_dataset=training_columns(train_dataset),
+        processing_class=tokenizer,
     )
     keys = ["loss", "step_accuracy", "bad_f1"]
     quiet(trainer, StageProgress("prm", keys))
@@ -316,78 +333,31 @@ def evaluate_bradley_terry(args, model_path: str, test_dataset, output_dir: str)
     scorer = RewardScorer(
         model.to(device), tokenizer, batch_size=64, max_length=args.size("max_length"), device=device
     )
-    results = evaluate_preferences(scorer, test_dataset, bootstrap=args.bootstrap, seed=args.seed)
+    subsets = REPORT_COLUMN if REPORT_COLUMN in test_dataset.column_names else None
+    results = evaluate_preferences(
+        scorer, test_dataset, subset_column=subsets, bootstrap=args.bootstrap, seed=args.seed
+    )
     results["config"].update(model=model_path, dataset="held-out preference pairs")
     figures = plot_evaluation(results, output_dir)
     paths = write_report(results, output_dir, figures)
     overall = results["overall"]
-    keys = ("count", "accuracy", "accuracy_ci", "length_baseline_accuracy", "win_probability", "ece", "brier")
-    return {**{key: overall[key] for key in keys if key in overall}, "report": paths["report"]}
-
-
-def _group_by_prompt(prompts: Sequence[str]) -> list[list[int]]:
-    groups: dict[str, list[int]] = {}
-    for i, prompt in enumerate(prompts):
-        groups.setdefault(prompt, []).append(i)
-    return list(groups.values())
-
-
-def evaluate_process_reward(args, model_path: str, test_dataset, output_dir: str) -> dict[str, Any]:
-    """
-    Scores every held-out solution step by step with [`ProcessRewardScorer`] and reports:
-
-    - step level: accuracy, precision / recall / F1 on bad steps, first-error accuracy (`verifier_metrics`);
-    - solution level, for each aggregation of the step probabilities: accuracy of "score > 0.5 means every step is
-      right", AUROC, and best-of-N over the solutions of each problem (a candidate is correct when all its steps
-      are labelled good), next to a random pick and the oracle.
-    """
-    from ..evaluation.best_of_n import best_of_n_report
-    from ..evaluation.verifier_metrics import binary_auroc, step_metrics
-    from ..inference.aggregation import aggregate_step_scores
-    from ..inference.step_scoring import ProcessRewardScorer
-    from ..modeling import load_process_reward_model
-
-    model, tokenizer = load_process_reward_model(model_path)
-    device = scoring_device(args)
-    scorer = ProcessRewardScorer(
-        model.to(device), tokenizer, batch_size=64, max_length=args.size("max_length"), device=device
+    keys = (
+        "count",
+        "accuracy",
+        "accuracy_ci",
+        "length_baseline_accuracy",
+        "length_tie_rate",
+        "win_probability",
+        "ece",
+        "brier",
     )
-    rows = test_dataset.select_columns(["prompt", "completions", "labels"]).to_dict()
-    probabilities = scorer.step_probabilities(rows["prompt"], rows["completions"])
-    labels = [[bool(label) for label in row] for row in rows["labels"]]
-    correct = [all(row) for row in labels]
-    steps = step_metrics(probabilities, labels)
-    groups = [group for group in _group_by_prompt(rows["prompt"]) if len(group) >= 2]
-    solutions = {}
-    for method in PRM_AGGREGATIONS:
-        scores = [aggregate_step_scores(p, method) for p in probabilities]
-        report: dict[str, Any] = {
-            "solution_accuracy": float(
-                sum((s > 0.5) == c for s, c in zip(scores, correct, strict=True)) / len(scores)
-            ),
-            "auroc": binary_auroc(scores, correct),
+    summary = {key: overall[key] for key in keys if key in overall}
+    if subsets is not None:  # accuracy per error kind of the rejected solution
+        summary["kinds"] = {
+            kind: {key: report[key] for key in ("count", "accuracy", "accuracy_ci") if key in report}
+            for kind, report in sorted(results["subsets"].items())
         }
-        if groups:
-            report.update(
-                best_of_n_report(
-                    [[correct[i] for i in group] for group in groups],
-                    [True] * len(groups),
-                    [[scores[i] for i in group] for group in groups],
-                )
-            )
-        solutions[method] = report
-    os.makedirs(output_dir, exist_ok=True)
-    results = {
-        "model": model_path,
-        "step_metrics": steps,
-        "solutions": solutions,
-        "n_truncated": scorer.n_truncated,
-        "step_probabilities": probabilities,
-        "labels": labels,
-    }
-    with open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, default=float)
-    return {key: value for key, value in results.items() if key not in ("step_probabilities", "labels")}
+    return {**summary, "report": paths["report"]}
 
 
 # ------------------------------------------------------------------------------------------------------------ GRPO

@@ -48,8 +48,21 @@ def load_scorer(model_name_or_path: str, args) -> Any:
     load_kwargs = {}
     if args.dtype is not None:
         load_kwargs["dtype"] = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    model, tokenizer = load_reward_model(model_name_or_path, require_trained_head=True, **load_kwargs)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kind = resolve_model_kind(model_name_or_path, args.model_kind)
+    if kind != "reward":
+        if args.cache_path is not None:
+            raise ValueError(f"--cache_path caches one score per text; a {kind} model is not cached")
+        options = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch,
+                       max_length=args.max_length, device=device, **load_kwargs)  # fmt: skip
+        if kind == "pairwise":
+            from ..inference.pairwise_scoring import PairwiseScorer
+
+            return PairwiseScorer.from_pretrained(model_name_or_path, **options)
+        from ..inference.attribute_scoring import AttributeScorer
+
+        return AttributeScorer.from_pretrained(model_name_or_path, normalize=args.normalize, **options)
+    model, tokenizer = load_reward_model(model_name_or_path, require_trained_head=True, **load_kwargs)
     scorer = RewardScorer(  # moves the model to `device`; max_length None: the model's position limit
         model,
         tokenizer,
@@ -64,6 +77,29 @@ def load_scorer(model_name_or_path: str, args) -> Any:
 
         scorer = CachedScorer(scorer, args.cache_path, path=model_name_or_path)
     return scorer
+
+
+def resolve_model_kind(model_name_or_path: str, kind: str) -> str:
+    """`--model_kind`, with `"auto"` resolved: `"attributes"` when the saved model names its attributes."""
+    if kind != "auto":
+        return kind
+    from transformers import AutoConfig
+
+    from ..modeling import is_adapter_path
+
+    if is_adapter_path(model_name_or_path):
+        from ..inference.attribute_scoring import saved_num_attributes
+
+        try:
+            saved_num_attributes(model_name_or_path)  # raises for an adapter that records no attribute names
+        except ValueError:
+            return "reward"
+        return "attributes"
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError):
+        return "reward"  # the loader gives the clear error
+    return "attributes" if getattr(config, "attribute_names", None) else "reward"
 
 
 def _resolve_split(name: str, split: str | None) -> str:
@@ -94,6 +130,11 @@ def run_eval(eval_args, scorer_args) -> dict[str, Any]:
             "Python with evaluate_preferences(as_scorer(ensemble), dataset)"
         )
     # Everything that can fail without a model fails before it loads: options, output folder, every data row.
+    if eval_args.protocol == "pairs" and scorer_args.model_kind == "pairwise":
+        raise ValueError(
+            "--model_kind pairwise: a pair-PM gives win probabilities, not one score per text; evaluate it with "
+            "--protocol rewardbench|rewardbench2 or pairwise_preference_metrics from Python"
+        )
     category_weights = load_category_weights(eval_args.category_weights)
     split = _resolve_split(eval_args.dataset, eval_args.split)
     check_output_dir(eval_args.output_dir)
@@ -192,6 +233,8 @@ def score_file(score_args, scorer_args) -> str:
     for i, row in enumerate(rows):
         if row["completion"] is None:
             raise ValueError(f'row {i}: "completion" is missing (None)')
+    if scorer_args.model_kind == "pairwise":
+        raise ValueError("--model_kind pairwise: a pair-PM compares two responses; it has no score per row")
     scorer = load_scorer(score_args.model, scorer_args)
     scores = scorer.score([row.get("prompt") for row in rows], [row["completion"] for row in rows])
     os.makedirs(os.path.dirname(os.path.abspath(score_args.output)), exist_ok=True)

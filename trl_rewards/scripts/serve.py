@@ -2,15 +2,17 @@
 
 One deployment serves one reward function of ours (a reward model folder with `--model`, a PRM with `--prm`, or any
 member or ensemble described by `--config rewards.yaml`, see `rewards/from_config.py`) behind FastAPI, speaking
-three protocols at once (see `rewards/remote_rewards.py`): ours (`POST /score`), vLLM's pooling API
-(`POST /classify`) and OpenRLHF's (`POST /get_reward`); `GET /health` reports what is served and the batches run.
-Request bodies are pydantic models: a malformed request gets a 422 whose JSON names the field, and never reaches a
-replica's model.
+four protocols at once (see `scripts/serve_app.py` and `rewards/remote_protocols.py`): ours (`POST /v1/rewards`,
+with per-member values of an ensemble and per-step values of a PRM; `/score` is an alias), vLLM's pooling API
+(`POST /classify`, `POST /pooling`) and OpenRLHF's (`POST /get_reward`); `GET /health` reports what is served, the
+replica's process id and the batches run. Request bodies are pydantic models: a malformed request gets a 422 whose
+JSON names the field, and never reaches a replica's model. Ray Serve's own metrics are on its metrics port.
 
 **Batching.** Ray Serve's dynamic batching (`@serve.batch`) merges concurrent requests (many ranks, small calls) into
 one call of the reward function, which then micro-batches by length and token budget as usual. A reward function
-whose scores depend on the other rows of a call (an ensemble that normalizes per batch or per group) is never merged
-across requests: each request is scored alone, so a client gets the rewards it would get in process.
+whose scores depend on the other rows of a call (an ensemble that normalizes per batch, group or running statistics)
+is never merged across requests: each request is scored alone, so a client gets the rewards it would get in process.
+With `normalization="running"` the statistics live in one Ray actor shared by all replicas (see `serve_app.py`).
 
 **Where it runs.** Without `--address`, a local Ray instance starts on this machine and serves on `--host`
 (default `127.0.0.1`); `--address auto` (or a Ray address) deploys onto a running Ray cluster (`ray start --head` on
@@ -18,8 +20,8 @@ one node, `ray start --address HEAD:6379` on the others), where `--num_replicas`
 the replicas over the nodes.
 """
 
-# No `from __future__ import annotations` here: FastAPI reads the endpoints' body types (pydantic models defined in
-# `build_app`) from their annotations, which must be the classes, not strings.
+from __future__ import annotations
+
 import argparse
 import logging
 import time
@@ -28,124 +30,41 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def build_reward_function(spec: dict[str, Any]):
-    """The reward function a replica serves, built from `{"model" | "prm" | "config": path, "device": ...}`."""
-    from ..rewards.from_config import build_reward
-    from ..rewards.model_rewards import ProcessRewardFunction, RewardModelFunction
-
-    if spec.get("config"):
-        return build_reward(spec["config"])
-    if spec.get("prm"):
-        return ProcessRewardFunction(spec["prm"], device=spec.get("device"))
-    return RewardModelFunction(spec["model"], device=spec.get("device"))
-
-
-def _request_models():
-    """Pydantic bodies of the three protocols: a malformed request gets FastAPI's 422 naming the field."""
-    from pydantic import BaseModel, model_validator
-
-    Text = str | list[dict]
-
-    class ScoreRequest(BaseModel):
-        prompts: list[Text | None]
-        completions: list[Text]
-
-        @model_validator(mode="after")
-        def same_length(self):
-            if len(self.prompts) != len(self.completions):
-                raise ValueError(f"prompts has {len(self.prompts)} items but completions {len(self.completions)}")
-            return self
-
-    class GetRewardRequest(BaseModel):
-        query: list[str]
-        prompts: list[str] | None = None
-
-    class ClassifyRequest(BaseModel):
-        model: str | None = None
-        input: str | list[str]
-
-    return ScoreRequest, GetRewardRequest, ClassifyRequest
-
-
-def build_app(spec: dict[str, Any], num_replicas: int = 1, num_gpus_per_replica: float = 0.0,
-              max_batch_size: int = 64, batch_wait_timeout_s: float = 0.01):  # fmt: skip
-    """The Ray Serve application (a bound deployment) serving `spec`'s reward function."""
-    from fastapi import FastAPI
-    from ray import serve
-
-    app = FastAPI(title="trl_rewards reward server")
-    ScoreRequest, GetRewardRequest, ClassifyRequest = _request_models()
-
-    @serve.deployment(num_replicas=num_replicas, ray_actor_options={"num_gpus": num_gpus_per_replica})
-    @serve.ingress(app)
-    class RewardServer:
-        def __init__(self, spec: dict[str, Any]):
-            self.reward = build_reward_function(spec)
-            self.name = getattr(self.reward, "__name__", "reward")
-            self.merge = getattr(self.reward, "normalization", "none") == "none"  # rows independent of each other
-            self.stats = {"requests": 0, "calls": 0, "rows": 0}
-
-        def _score(self, prompts: list, completions: list) -> list:
-            self.stats["calls"] += 1
-            self.stats["rows"] += len(completions)
-            return self.reward(prompts=prompts, completions=completions)
-
-        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
-        async def _merged(self, requests: list[tuple[list, list]]) -> list[list]:
-            prompts = [p for request in requests for p in request[0]]
-            completions = [c for request in requests for c in request[1]]
-            rewards, out, start = self._score(prompts, completions), [], 0
-            for request in requests:
-                out.append(rewards[start : start + len(request[1])])
-                start += len(request[1])
-            return out
-
-        async def rewards(self, prompts: list, completions: list) -> list:
-            if len(prompts) != len(completions):
-                raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
-            self.stats["requests"] += 1
-            if not completions:
-                return []
-            if self.merge:
-                return await self._merged((prompts, completions))
-            return self._score(prompts, completions)
-
-        @app.post("/score")
-        async def score(self, body: ScoreRequest) -> dict:
-            return {"rewards": await self.rewards(body.prompts, body.completions)}
-
-        @app.post("/get_reward")
-        async def get_reward(self, body: GetRewardRequest) -> dict:
-            queries = body.query  # the full texts (prompt + response), as OpenRLHF sends them
-            return {"rewards": await self.rewards([None] * len(queries), queries)}
-
-        @app.post("/classify")
-        async def classify(self, body: ClassifyRequest) -> dict:
-            texts = body.input if isinstance(body.input, list) else [body.input]
-            rewards = await self.rewards([None] * len(texts), texts)
-            return {
-                "object": "list",
-                "data": [{"index": i, "probs": [r], "num_classes": 1} for i, r in enumerate(rewards)],
-            }
-
-        @app.get("/health")
-        async def health(self) -> dict:
-            return {"reward_function": self.name, "merges_requests": self.merge, **self.stats}
-
-    return RewardServer.bind(spec)
-
-
 def start(spec: dict[str, Any], address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          name: str = "trl_rewards", **app_options) -> str:  # fmt: skip
-    """Starts (or joins) Ray, deploys the application and returns its base URL."""
+          name: str = "trl_rewards", route_prefix: str = "/", **app_options) -> str:  # fmt: skip
+    """Starts (or joins) Ray, deploys the application and returns its base URL (route prefix included)."""
+    apps = {name: {"spec": spec, "route_prefix": route_prefix, **app_options}}
+    return start_many(apps, address=address, host=host, port=port)[name]
+
+
+def start_many(apps: dict[str, dict[str, Any]], address: str | None = None, host: str = "127.0.0.1",
+               port: int = 8000) -> dict[str, str]:  # fmt: skip
+    """
+    Deploys several applications on one Ray Serve instance at once (their replicas start concurrently).
+
+    Args:
+        apps (`dict[str, dict]`): `{name: {"spec": ..., "route_prefix": "/rm", **build_app options}}`.
+
+    Returns:
+        `dict[str, str]`: each application's base URL (`http://host:port/rm`).
+    """
     import ray
     from ray import serve
+    from ray.serve.api import RunTarget
+
+    from .serve_app import build_app
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(spec, **app_options), name=name, route_prefix="/")
-    return f"http://{host}:{port}"
+    targets, urls = [], {}
+    for name, options in apps.items():
+        options = dict(options)
+        spec, prefix = options.pop("spec"), options.pop("route_prefix", "/")
+        targets.append(RunTarget(build_app(spec, **options), name=name, route_prefix=prefix))
+        urls[name] = f"http://{host}:{port}{prefix.rstrip('/')}"
+    serve.run_many(targets)
+    return urls
 
 
 def main(argv: list[str]) -> str:
@@ -164,14 +83,19 @@ def main(argv: list[str]) -> str:
     parser.add_argument("--num_gpus_per_replica", type=float, default=0.0, help="GPUs reserved by each replica.")
     parser.add_argument("--max_batch_size", type=int, default=64, help="Most requests merged into one call.")
     parser.add_argument("--batch_wait_timeout_s", type=float, default=0.01, help="Longest wait to fill a batch.")
+    parser.add_argument(
+        "--too_long", default="truncate", choices=["truncate", "error"],
+        help="Rows over a model's max_length: truncate (as in training) and report them, or a 422 naming the row.",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.num_replicas < 1 or args.max_batch_size < 1 or args.num_gpus_per_replica < 0:
         raise ValueError("--num_replicas and --max_batch_size must be >= 1, --num_gpus_per_replica >= 0")
     spec = {"model": args.model, "prm": args.prm, "config": args.config, "device": args.device}
     url = start(spec, address=args.address, host=args.host, port=args.port, num_replicas=args.num_replicas,
                 num_gpus_per_replica=args.num_gpus_per_replica, max_batch_size=args.max_batch_size,
-                batch_wait_timeout_s=args.batch_wait_timeout_s)  # fmt: skip
-    print(f"serving at {url} (POST /score, /classify, /get_reward; GET /health); Ctrl-C stops", flush=True)
+                batch_wait_timeout_s=args.batch_wait_timeout_s, too_long=args.too_long)  # fmt: skip
+    print(f"serving at {url} (POST /v1/rewards, /classify, /pooling, /get_reward; GET /health); Ctrl-C stops",
+          flush=True)  # fmt: skip
     try:
         while True:
             time.sleep(3600)

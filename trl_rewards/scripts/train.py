@@ -1,4 +1,5 @@
-"""`trl-rewards train bt|prm|orm`: parse the trainer's config (flags and YAML), load data and model, train, save.
+"""`trl-rewards train bt|prm|orm|attr|pairwise`: parse the trainer's config (flags and YAML), load data and model,
+train, save.
 
 Order matters for a user's time: options, the checkpoint to resume, the output folder and every data row are checked
 before any model loads; the run is seeded before the model loads (a new reward head is initialized then), so one
@@ -8,6 +9,7 @@ The trainers and TRL's parser are imported inside each command, so `trl-rewards 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,8 +17,10 @@ import os
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..data.attributes import validate_attribute_rows
 from ..data.loading import has_split
 from ..data.outcome import validate_outcome_rows
+from ..data.pairwise import validate_pairwise_rows
 from ..data.preference import validate_preference_rows
 from ..data.stepwise import validate_stepwise_rows
 from ..modeling import PRM_HEADS, load_process_reward_model, load_reward_model, reward_peft_config
@@ -68,10 +72,11 @@ def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
     return value
 
 
-def _parse(config_cls, kind: str, argv: list[str], validate):
+def _parse(config_cls, kind: str, argv: list[str], validate, validate_with_config: bool = False):
     """`(training_args, model_args, train_dataset, eval_dataset)` of `train <kind>`. Everything that can be checked
     without a model is checked first (options, checkpoint, output folder, every data row); then the run is seeded, so
-    that a head initialized at load time is the same in every run with this seed."""
+    that a head initialized at load time is the same in every run with this seed. With `validate_with_config`,
+    `validate(rows, config=training_args)` is called (rows whose columns a config field names, e.g. `train attr`)."""
     from trl import ModelConfig, TrlParser
 
     parser = TrlParser(
@@ -84,6 +89,8 @@ def _parse(config_cls, kind: str, argv: list[str], validate):
         training_args.resume_from_checkpoint, training_args.output_dir
     )
     check_output_dir(training_args.output_dir)
+    if validate_with_config:
+        validate = functools.partial(validate, config=training_args)
     splits = _load_splits(data_args, validate)
     set_seed(training_args.seed)
     return training_args, model_args, *splits
@@ -159,3 +166,35 @@ def train_orm(argv: list[str]) -> dict:
     model, tokenizer = load_reward_model(model_args.model_name_or_path, model_args=model_args, **_load_kwargs(args))
     peft_config = reward_peft_config(model_args, head="sequence")
     return _train_and_save(OutcomeRewardTrainer, model, tokenizer, args, train_dataset, eval_dataset, peft_config)
+
+
+def _validate_attribute_rows(rows, config) -> None:
+    validate_attribute_rows(rows, config.attributes)
+
+
+def train_attr(argv: list[str]) -> dict:
+    """`train attr`: rated rows `{"prompt", "completion", <attribute>: rating}` -> a multi-attribute reward model."""
+    from ..trainers.attr_config import AttributeRewardConfig
+    from ..trainers.attr_trainer import AttributeRewardTrainer
+
+    args, model_args, train_dataset, eval_dataset = _parse(
+        AttributeRewardConfig, "attr", argv, _validate_attribute_rows, validate_with_config=True
+    )
+    model, tokenizer = load_reward_model(
+        model_args.model_name_or_path, model_args=model_args, num_labels=len(args.attributes), **_load_kwargs(args)
+    )
+    peft_config = reward_peft_config(model_args, head="sequence")
+    return _train_and_save(AttributeRewardTrainer, model, tokenizer, args, train_dataset, eval_dataset, peft_config)
+
+
+def train_pairwise(argv: list[str]) -> dict:
+    """`train pairwise`: preference pairs -> a pairwise preference model reading both responses (P(A ≻ B))."""
+    from ..trainers.pairwise_config import PairwisePreferenceConfig
+    from ..trainers.pairwise_trainer import PairwisePreferenceTrainer
+
+    args, model_args, train_dataset, eval_dataset = _parse(
+        PairwisePreferenceConfig, "pairwise", argv, validate_pairwise_rows
+    )
+    model, tokenizer = load_reward_model(model_args.model_name_or_path, model_args=model_args, **_load_kwargs(args))
+    peft_config = reward_peft_config(model_args, head="sequence")
+    return _train_and_save(PairwisePreferenceTrainer, model, tokenizer, args, train_dataset, eval_dataset, peft_config)

@@ -34,6 +34,12 @@ class BradleyTerryConfig(TrainingFields, CalibrationField, RewardConfig):
         store_reward_stats (`bool`, *optional*, defaults to `True`):
             After training, score the eval set (the train set if there is none) and store the reward mean and std
             in the model config as `reward_mean` / `reward_std`, for downstream normalization.
+        prefix_sharing (`bool`, *optional*, defaults to `False`):
+            Encode the tokens `chosen` and `rejected` share (the prompt) once: each pair is packed as
+            `prefix + chosen + rejected` in one row with a block attention mask in which the rejected tokens do not
+            see the chosen ones, and position ids that restart after the prefix (`data.prefix_sharing`). Exact for
+            causal (decoder) reward models with `"sdpa"` or `"eager"` attention; an encoder is rejected.
+            Length-grouped batching then groups by packed length.
     """
 
     label_smoothing: float = field(
@@ -56,6 +62,14 @@ class BradleyTerryConfig(TrainingFields, CalibrationField, RewardConfig):
         },
     )
 
+    prefix_sharing: bool = field(
+        default=False,
+        metadata={
+            "help": "Encode the prompt shared by chosen and rejected once: pack prefix + chosen + rejected in one row "
+            "with a block attention mask (exact; decoder reward models with sdpa/eager attention only)."
+        },
+    )
+
     def __post_init__(self):
         resolve_host_defaults(self)
         self.check_training_fields()
@@ -65,4 +79,6 @@ class BradleyTerryConfig(TrainingFields, CalibrationField, RewardConfig):
             raise ValueError(f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing}")
         if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
             raise ValueError(f"center_rewards_coefficient must be >= 0, got {self.center_rewards_coefficient}")
+        if not isinstance(self.prefix_sharing, bool):
+            raise ValueError(f"prefix_sharing must be True or False, got {self.prefix_sharing!r}")
         super().__post_init__()

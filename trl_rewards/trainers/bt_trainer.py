@@ -11,7 +11,10 @@ What differs from `trl.RewardTrainer`, and nothing else is overridden:
   model orders rejected-first is right). Under `tie_policy="exclude"` a log where every pair ties (a collapsed head)
   reports a NaN accuracy beside `tie_rate` 1.0, with one warning, instead of stopping training;
 - non-finite rewards stop training with an error that names the side, the step and the likely causes;
-- after `train()`, the reward mean/std on the eval set are written into the model config.
+- after `train()`, the reward mean/std on the eval set are written into the model config;
+- with `prefix_sharing=True` (decoders only), each pair is one packed row `prefix + chosen + rejected` with a block
+  attention mask (`data.prefix_sharing`): the shared prompt is encoded once, rewards are read at each side's last
+  token, and the `length` column (length-grouped batching) holds the packed length.
 
 Everything `trl.RewardTrainer` accepts is accepted: a `trl.RewardConfig` (converted, `trainers.base.check_config`),
 streaming `IterableDataset`s (training then needs `max_steps`, as in TRL; their length reports count the pairs read
@@ -27,14 +30,17 @@ import numpy as np
 import torch
 from accelerate.utils import is_peft_model
 from datasets import IterableDataset
+from transformers import AutoConfig
+from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 
 from ..data.collators import PreferenceCollator
 from ..data.preference import tokenize_preferences
+from ..data.prefix_sharing import PrefixSharingCollator, check_packing_support, packed_length, packed_rewards
 from ..evaluation import metrics
 from ..evaluation.preference_labels import labelled_accuracy, labelled_calibration_error, oriented_pairs
 from ..losses import bradley_terry_loss, reward_centering_loss, smoothed_target
-from ..modeling import save_reward_stats
+from ..modeling import is_decoder_model, save_reward_stats
 from .base import RewardTrainerMixin, check_config, clamp_max_length
 from .bt_config import BradleyTerryConfig
 
@@ -61,13 +67,34 @@ class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
     def __init__(self, model, args: BradleyTerryConfig | None = None, *pos, **kwargs):
         args = check_config(args, BradleyTerryConfig, "bradley-terry-reward-model")
         clamp_max_length(args, model, kwargs.get("processing_class"))
+        if args.prefix_sharing and not is_decoder_model(
+            AutoConfig.from_pretrained(model) if isinstance(model, str) else model
+        ):
+            raise ValueError(
+                "prefix_sharing=True needs a causal (decoder) reward model: in a bidirectional encoder every prompt "
+                "token attends to the completion after it, so the prompt's encoding differs between chosen and "
+                "rejected and cannot be computed once; set prefix_sharing=False for this model"
+            )
         self.length_reports = {}
         self._warned_all_ties = False
         super().__init__(model, args, *pos, **kwargs)
         self._setup_reward_model(PreferenceCollator)
+        if args.prefix_sharing:
+            self._use_prefix_sharing(custom_collator=kwargs.get("data_collator") is not None)
+
+    def _use_prefix_sharing(self, custom_collator: bool) -> None:
+        check_packing_support(self.model)
+        if custom_collator:
+            raise ValueError(
+                f"prefix_sharing=True packs each pair with its own collator; a custom data_collator "
+                f"({type(self.data_collator).__name__}) cannot be used with it"
+            )
+        self.data_collator = PrefixSharingCollator(
+            pad_token_id=self.data_collator.pad_token_id, pad_to_multiple_of=self.data_collator.pad_to_multiple_of
+        )
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        return self._tokenize(
+        tokenized = self._tokenize(
             tokenize_preferences,
             dataset,
             dataset_name,
@@ -76,16 +103,33 @@ class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
             too_long=args.too_long,
             num_proc=args.dataset_num_proc,
         )
+        if not args.prefix_sharing:
+            return tokenized
+        # length-grouped batching groups rows by what is computed: the packed row, prefix once
+        map_kwargs = {} if isinstance(tokenized, IterableDataset) else {"desc": f"Packed lengths of {dataset_name}"}
+        return tokenized.map(
+            lambda row: {"length": packed_length([row["chosen_ids"], row["rejected_ids"]])}, **map_kwargs
+        )
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
             self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "label", "length"]
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        mode = self._mode
+    def _pair_rewards(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, SequenceClassifierOutput]:
+        """`(chosen, rejected, outputs)`: rewards `(batch,)` each, and outputs whose `logits` `(2 * batch, 1)` hold the
+        chosen rewards then the rejected ones, whichever the layout (two padded rows per pair, or one packed row)."""
+        if self.args.prefix_sharing:
+            rewards = packed_rewards(model, inputs)
+            chosen, rejected = rewards[:, 0], rewards[:, 1]
+            return chosen, rejected, SequenceClassifierOutput(logits=torch.cat([chosen, rejected]).unsqueeze(-1))
         forward_kwargs = {"use_cache": False} if self._decoder else {}
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **forward_kwargs)
         chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        return chosen, rejected, outputs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = self._mode
+        chosen, rejected, outputs = self._pair_rewards(model, inputs)
         target = smoothed_target(inputs.get("label"), self.args.label_smoothing, len(chosen), chosen)
         loss = bradley_terry_loss(chosen, rejected, margin=inputs.get("margin"), target=target)
         if self.args.center_rewards_coefficient:
@@ -172,13 +216,8 @@ class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
         was_training = self.model.training
         self.model.eval()
         scores = []
-        forward_kwargs = {"use_cache": False} if self._decoder else {}
         for batch in self.get_eval_dataloader(dataset):
-            batch = self._prepare_inputs(batch)
-            logits = self.model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **forward_kwargs
-            ).logits.squeeze(-1)
-            chosen, rejected = torch.chunk(logits, chunks=2)
+            chosen, rejected, _ = self._pair_rewards(self.model, self._prepare_inputs(batch))
             scores += [self.accelerator.gather_for_metrics(chosen), self.accelerator.gather_for_metrics(rejected)]
         self.model.train(was_training)
         stats = metrics.reward_statistics(torch.cat(scores).float().cpu().numpy())

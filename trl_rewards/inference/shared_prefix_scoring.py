@@ -1,0 +1,156 @@
+"""Scoring completions that share a prompt (GRPO's groups) with the prompt encoded once, for decoder reward models.
+
+[`RewardScorer`] with `prefix_sharing=True` hands its token sequences here with a group key per sequence (its
+prompt). Sequences with the same key are cut into chunks of at most `batch_size` completions; a chunk's common prefix
+(the longest common prefix of its token ids, at most all but the last token of its shortest sequence) runs through
+the model once, and its KV cache, repeated once per completion, serves every completion's remaining tokens, whose
+position ids continue the prefix. Each completion thus attends to exactly the tokens it attends to alone, and each
+score equals the score of the sequence alone (up to float summation order). The reward is read where a
+`*ForSequenceClassification` head reads it alone (`data.prefix_sharing.read_index`), from the head's per-token output
+captured in either pass.
+
+When it pays: `G` completions of `c` tokens after a `p`-token prompt cost `p + G c` token positions instead of
+`G (p + c)`; each completion token still attends to the `p + c` tokens it sees alone. A group of one, or completions
+that differ from their first token, gain nothing (they are scored alone, at the cost of a second, tiny pass).
+Training packs pairs in one row instead (`data.prefix_sharing`): a KV cache would not be differentiated through by
+every wrapper (DeepSpeed ZeRO-3, gradient checkpointing), a single forward pass is.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..data.encoding import pad_right
+from ..data.prefix_sharing import captured_head_output, check_packing_support, common_prefix_length, read_index
+
+
+def group_indices(keys: Sequence[Hashable]) -> list[list[int]]:
+    """Indices of equal keys, groups in order of first appearance (`["a", "b", "a"]` → `[[0, 2], [1]]`)."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def split_group(lengths: Sequence[int], members: list[int], max_rows: int, max_tokens: int | None) -> list[list[int]]:
+    """`members` (indices into `lengths`) cut into consecutive chunks of at most `max_rows` sequences whose padded size
+    `rows × longest` stays within `max_tokens` (a sequence over the budget is a chunk of its own)."""
+    chunks, current, longest = [], [], 0
+    for i in members:
+        wider = max(longest, lengths[i])
+        if current and (
+            len(current) == max_rows or (max_tokens is not None and (len(current) + 1) * wider > max_tokens)
+        ):
+            chunks.append(current)
+            current, wider = [], lengths[i]
+        current.append(i)
+        longest = wider
+    return chunks + [current] if current else chunks
+
+
+@dataclass
+class _Chunk:
+    members: list[int]
+    prefix: list[int]  # shared tokens, run once (may be empty: then the chunk is scored without a cache)
+
+
+def _chunk(sequences: Sequence[Sequence[int]], members: list[int]) -> _Chunk:
+    seqs = [sequences[i] for i in members]
+    # at least one token per completion after the prefix, so that every completion row has an input
+    p = min(common_prefix_length(seqs), min(len(s) for s in seqs) - 1)
+    return _Chunk(members, list(seqs[0][:p]))
+
+
+def _cache_kwarg(model) -> str:
+    # transformers >= 5.2x renamed `past_key_values` to `cache` (the old name warns)
+    while hasattr(model, "get_base_model") or hasattr(model, "module"):
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model.module
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def _score_chunks(model, chunks: list[_Chunk], sequences, pad_token_id: int, device, scores: torch.Tensor) -> None:
+    """One prefix pass over the chunks' prefixes (right-padded), then one pass over every completion's remaining
+    tokens with the prefix cache; writes each sequence's score into `scores`."""
+    n_prefix = [len(c.prefix) for c in chunks]
+    rows = [(c_index, i) for c_index, c in enumerate(chunks) for i in c.members]
+    tails = [sequences[i][n_prefix[c] :] for c, i in rows]
+    tail_ids = pad_right(tails, pad_token_id).to(device)
+    tail_mask = pad_right([[1] * len(t) for t in tails], 0).to(device)
+    offsets = torch.tensor([n_prefix[c] for c, _ in rows], device=device).unsqueeze(1)
+    kwargs = {"position_ids": offsets + torch.arange(tail_ids.shape[1], device=device), "use_cache": False}
+    prefix_scores = None
+    if min(n_prefix) > 0:  # a micro-batch holds chunks that all have a prefix, or none that has one
+        prefix_ids = pad_right([c.prefix for c in chunks], pad_token_id).to(device)
+        prefix_mask = pad_right([[1] * len(c.prefix) for c in chunks], 0).to(device)
+        with captured_head_output(model) as captured:
+            out = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True)
+        prefix_scores = captured[-1].squeeze(-1).double().cpu()
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        chunk_of_row = torch.tensor([c for c, _ in rows], device=device)
+        cache.reorder_cache(chunk_of_row)  # one copy of its chunk's prefix per completion row
+        kwargs.update({_cache_kwarg(model): cache, "use_cache": True})
+        tail_mask = torch.cat([prefix_mask[chunk_of_row], tail_mask], dim=1)
+    with captured_head_output(model) as captured:
+        model(input_ids=tail_ids, attention_mask=tail_mask, **kwargs)
+    tail_scores = captured[-1].squeeze(-1).double().cpu()
+    for row, (c, i) in enumerate(rows):
+        at = read_index(sequences[i], pad_token_id)
+        scores[i] = prefix_scores[c, at] if at < n_prefix[c] else tail_scores[row, at - n_prefix[c]]
+
+
+def score_shared_prefix(
+    model,
+    sequences: Sequence[Sequence[int]],
+    keys: Sequence[Hashable],
+    pad_token_id: int,
+    device: torch.device,
+    batch_size: int = 16,
+    max_tokens_per_batch: int | None = None,
+) -> torch.Tensor:
+    """
+    Raw scores of token `sequences` from a decoder sequence-classification model; sequences with equal `keys`
+    (completions of one prompt) share one pass over their common prefix.
+
+    Args:
+        model: the reward model, in eval mode, with `"sdpa"` or `"eager"` attention.
+        sequences (`Sequence[Sequence[int]]`): the non-empty token ids of each `(prompt, completion)`.
+        keys (`Sequence[Hashable]`): one group key per sequence; unique keys share nothing.
+        pad_token_id (`int`): the model's pad token (padding and read positions).
+        device (`torch.device`): where the model runs.
+        batch_size (`int`): most completions per forward pass (a larger group is cut into chunks, each running its
+            prefix once).
+        max_tokens_per_batch (`int`, *optional*): most padded tokens (`rows × longest sequence`) per forward pass.
+
+    Returns:
+        `torch.Tensor`: `(len(sequences),)` float64 scores, in input order.
+    """
+    if len(keys) != len(sequences):
+        raise ValueError(f"got {len(sequences)} sequences but {len(keys)} group keys")
+    if any(len(s) == 0 for s in sequences):
+        raise ValueError("every sequence needs at least one token")
+    check_packing_support(model)
+    lengths = [len(s) for s in sequences]
+    chunks = [
+        _chunk(sequences, members)
+        for group in group_indices(keys)
+        for members in split_group(lengths, group, batch_size, max_tokens_per_batch)
+    ]
+    # micro-batches of chunks, the longest together; the chunks without a shared prefix run apart (no cache)
+    chunks.sort(key=lambda c: (len(c.prefix) > 0, max(lengths[i] for i in c.members)))
+    scores = torch.empty(len(sequences), dtype=torch.float64)
+    batch: list[_Chunk] = []
+    for chunk in chunks:
+        rows = sum(len(c.members) for c in batch) + len(chunk.members)
+        longest = max(lengths[i] for c in batch + [chunk] for i in c.members)
+        over_tokens = max_tokens_per_batch is not None and rows * longest > max_tokens_per_batch
+        if batch and (rows > batch_size or over_tokens or (len(batch[0].prefix) > 0) != (len(chunk.prefix) > 0)):
+            _score_chunks(model, batch, sequences, pad_token_id, device, scores)
+            batch = []
+        batch.append(chunk)
+    if batch:
+        _score_chunks(model, batch, sequences, pad_token_id, device, scores)
+    return scores
