@@ -118,6 +118,15 @@ class ModelBackedReward:
             self._model, self._tokenizer = place_model(model, self.device)[1], tokenizer
         return self._model, self._tokenizer
 
+    def _count_truncated(self, scorer, before: int, kwargs: dict[str, Any]) -> None:
+        """Adds the rows `scorer` truncated since its count was `before` to `num_truncated`, and logs them through
+        TRL's `log_metric` (passed in the call's kwargs) as `{name}/num_truncated`."""
+        truncated = scorer.n_truncated - before
+        self.num_truncated += truncated
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            log_metric(f"{self.__name__}/num_truncated", float(truncated))
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_lock", None)  # locks do not pickle; a new one is made on unpickling

@@ -185,11 +185,7 @@ class RewardModelFunction(ModelBackedReward):
                 )
         before = scorer.n_truncated
         rewards = scorer.score(list(prompts), list(completions))
-        truncated = scorer.n_truncated - before
-        self.num_truncated += truncated
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:
-            log_metric(f"{self.__name__}/num_truncated", float(truncated))
+        self._count_truncated(scorer, before, kwargs)
         return rewards
 
     def __repr__(self) -> str:
@@ -320,11 +316,7 @@ class ProcessRewardFunction(ModelBackedReward):
         texts = [prompt_text(prompts[i]) for i in rows]
         before = scorer.n_truncated
         probabilities = scorer.step_probabilities(texts, [steps[i] for i in rows])
-        truncated = scorer.n_truncated - before
-        self.num_truncated += truncated
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:
-            log_metric(f"{self.__name__}/num_truncated", float(truncated))
+        self._count_truncated(scorer, before, kwargs)
         rewards: list = [None] * len(completions)
         for i, probs in zip(rows, probabilities, strict=True):
             if self.step_rewards:  # the spans are the very steps split_steps gave the PRM, in order

@@ -218,11 +218,7 @@ class PairwiseRewardFunction(ModelBackedReward):
             rewards = self._within_groups(scorer, prompts, completions)
         else:
             rewards = self._against_column(scorer, prompts, completions, kwargs)
-        truncated = scorer.n_truncated - before
-        self.num_truncated += truncated
-        log_metric = kwargs.get("log_metric")
-        if log_metric is not None:
-            log_metric(f"{self.__name__}/num_truncated", float(truncated))
+        self._count_truncated(scorer, before, kwargs)
         return rewards
 
     def __repr__(self) -> str:

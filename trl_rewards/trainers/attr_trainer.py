@@ -20,7 +20,6 @@ scores. What differs from `trl.RewardTrainer`, and nothing else is overridden:
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ from ..evaluation.attribute_metrics import attribute_metrics, combined_pairwise_
 from ..losses import masked_regression_loss
 from ..modeling import REWARD_STATS_FILE
 from .attr_config import AttributeRewardConfig
-from .base import RewardTrainerMixin, check_config, clamp_max_length
+from .base import RewardTrainerMixin, check_config, clamp_max_length, sequence_peft_config
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +157,7 @@ class AttributeRewardTrainer(RewardTrainerMixin, RewardTrainer):
         set_attribute_head(model.config, args.attributes)
         model.config.attribute_weights = args.combination_weights
         clamp_max_length(args, model, kwargs.get("processing_class"))
-        if peft_config is not None:
-            peft_config = copy.deepcopy(peft_config)
-            if peft_config.task_type is None:
-                peft_config.task_type = "SEQ_CLS"
-            elif peft_config.task_type != "SEQ_CLS":
-                raise ValueError(
-                    "peft_config.task_type must be 'SEQ_CLS' (so that the score head is trained and saved with the "
-                    f"adapter), got {peft_config.task_type!r}"
-                )
+        peft_config = sequence_peft_config(peft_config)
         self.length_reports = {}
         train_dataset = kwargs.get("train_dataset", pos[1] if len(pos) > 1 else None)
         if args.init_head_bias and train_dataset is not None and "ratings" not in column_names(train_dataset):

@@ -9,6 +9,7 @@ the last log in training. [`RewardTrainerMixin`] holds that logic once for all t
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import defaultdict
 from dataclasses import fields
@@ -78,6 +79,22 @@ def clamp_max_length(args, model, processing_class) -> None:
             args.too_long,
         )
         args.max_length = limit
+
+
+def sequence_peft_config(peft_config):
+    """A copy of `peft_config` with `task_type="SEQ_CLS"` (set when unset), so the score head is trained and saved
+    with the adapter; another task type is refused."""
+    if peft_config is None:
+        return None
+    peft_config = copy.deepcopy(peft_config)
+    if peft_config.task_type is None:
+        peft_config.task_type = "SEQ_CLS"
+    elif peft_config.task_type != "SEQ_CLS":
+        raise ValueError(
+            "peft_config.task_type must be 'SEQ_CLS' (so that the score head is trained and saved with the adapter), "
+            f"got {peft_config.task_type!r}"
+        )
+    return peft_config
 
 
 class RewardTrainerMixin:

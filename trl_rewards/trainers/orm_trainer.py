@@ -20,8 +20,6 @@ hidden state. Other heads are rejected with `supervision="all_tokens"`. Inferenc
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from accelerate.utils import is_peft_model
@@ -33,7 +31,7 @@ from ..data.streaming import column_names
 from ..evaluation.verifier_metrics import outcome_metrics
 from ..losses import outcome_loss, token_outcome_loss
 from ..modeling import is_decoder_model
-from .base import RewardTrainerMixin, check_config, clamp_max_length
+from .base import RewardTrainerMixin, check_config, clamp_max_length, sequence_peft_config
 from .orm_config import OutcomeRewardConfig
 
 
@@ -103,15 +101,7 @@ class OutcomeRewardTrainer(RewardTrainerMixin, RewardTrainer):
     def __init__(self, model, args: OutcomeRewardConfig | None = None, *pos, peft_config=None, **kwargs):
         args = check_config(args, OutcomeRewardConfig, "outcome-reward-model")
         clamp_max_length(args, model, kwargs.get("processing_class"))
-        if peft_config is not None:
-            peft_config = copy.deepcopy(peft_config)
-            if peft_config.task_type is None:
-                peft_config.task_type = "SEQ_CLS"
-            elif peft_config.task_type != "SEQ_CLS":
-                raise ValueError(
-                    "peft_config.task_type must be 'SEQ_CLS' (so that the score head is trained and saved with the "
-                    f"adapter), got {peft_config.task_type!r}"
-                )
+        peft_config = sequence_peft_config(peft_config)
         self.length_reports = {}
         super().__init__(model, args, *pos, peft_config=peft_config, **kwargs)
         self._setup_reward_model(OutcomeCollator)
