@@ -23,6 +23,7 @@ from transformers import (
     BertConfig,
     LlamaConfig,
     PreTrainedTokenizerFast,
+    Qwen2Config,
 )
 
 _CHARS = list(dict.fromkeys(string.printable))
@@ -84,8 +85,8 @@ def tiny_bert_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> LlamaConfig:
-    kwargs = dict(
+def _decoder_kwargs(tokenizer: PreTrainedTokenizerFast) -> dict:
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -98,8 +99,14 @@ def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> LlamaC
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    kwargs.update(overrides)
-    return LlamaConfig(**kwargs)
+
+
+def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> LlamaConfig:
+    return LlamaConfig(**{**_decoder_kwargs(tokenizer), **overrides})
+
+
+def tiny_qwen2_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> Qwen2Config:
+    return Qwen2Config(**{**_decoder_kwargs(tokenizer), **overrides})
 
 
 def tiny_bert_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> BertConfig:
@@ -127,6 +134,13 @@ def tiny_llama_reward_model(seed: int = 0, **overrides):
     """Returns `(model, tokenizer)`: a seeded 2-layer Llama with a 1-output sequence-classification head."""
     tokenizer = tiny_llama_tokenizer()
     model = _build(AutoModelForSequenceClassification, tiny_llama_config(tokenizer, **overrides), seed, num_labels=1)
+    return model, tokenizer
+
+
+def tiny_qwen2_reward_model(seed: int = 0, **overrides):
+    """Returns `(model, tokenizer)`: a seeded 2-layer Qwen2 (the Llama sizes and tokenizer) with a 1-output head."""
+    tokenizer = tiny_llama_tokenizer()
+    model = _build(AutoModelForSequenceClassification, tiny_qwen2_config(tokenizer, **overrides), seed, num_labels=1)
     return model, tokenizer
 
 

@@ -4,31 +4,17 @@ truncation; encoders are rejected."""
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, Qwen2Config
 
 from trl_rewards.inference.sequence_scoring import RewardScorer
 from trl_rewards.inference.shared_prefix_scoring import group_indices, score_shared_prefix, split_group
 from trl_rewards.rewards.model_rewards import RewardModelFunction
-from trl_rewards.testing import tiny_bert_reward_model, tiny_llama_reward_model, tiny_llama_tokenizer
+from trl_rewards.testing import (
+    tiny_bert_reward_model,
+    tiny_llama_reward_model,
+    tiny_qwen2_reward_model,
+)
 
 TOL = dict(atol=1e-5, rtol=1e-5)
-
-
-def tiny_qwen2_reward_model(seed: int = 0):
-    tok = tiny_llama_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tok.pad_token_id,
-        num_labels=1,
-    )
-    torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(config), tok
 
 
 MODELS = {"llama": tiny_llama_reward_model, "qwen2": tiny_qwen2_reward_model}

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, Qwen2Config
 
 from trl_rewards.data.prefix_sharing import packed_length
 from trl_rewards.inference.sequence_scoring import RewardScorer
 from trl_rewards.testing import (
     tiny_bert_reward_model,
     tiny_llama_reward_model,
-    tiny_llama_tokenizer,
+    tiny_qwen2_reward_model,
     tiny_training_args,
 )
 from trl_rewards.trainers.bt_config import BradleyTerryConfig
@@ -41,25 +40,6 @@ CASES = {
         {"prompt": "The longest prompt of the batch, by a wide margin: ", "chosen": "c", "rejected": "rr"},
     ],
 }
-
-
-def tiny_qwen2_reward_model(seed: int = 0):
-    tok = tiny_llama_tokenizer()
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        num_labels=1,
-    )
-    torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(config), tok
 
 
 MODELS = {"llama": tiny_llama_reward_model, "qwen2": tiny_qwen2_reward_model}

@@ -67,6 +67,15 @@ def prompt_text(prompt: Any) -> str:
     raise TypeError(f"a prompt must be a string or a list of messages, got {type(prompt).__name__}")
 
 
+def check_batching_options(batch_size: int, max_tokens_per_batch: int | None, max_length: int | None) -> None:
+    """The micro-batching options every model-backed reward takes: a clear error before any model loads."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for option, value in (("max_tokens_per_batch", max_tokens_per_batch), ("max_length", max_length)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1 or None, got {value}")
+
+
 class ModelBackedReward:
     """
     Shared source handling, device placement, pickling and thread safety of the model-based reward functions.

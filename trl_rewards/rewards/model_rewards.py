@@ -31,7 +31,7 @@ from ..inference.aggregation import aggregate_step_scores
 from ..inference.sequence_scoring import PADDING_SIDES, RewardScorer
 from ..inference.step_scoring import ProcessRewardScorer
 from ..modeling import load_process_reward_model, load_reward_model
-from .base import ModelBackedReward, is_conversational, message_text, model_name, prompt_text
+from .base import ModelBackedReward, check_batching_options, is_conversational, message_text, model_name, prompt_text
 from .step_rewards import step_spans
 
 logger = logging.getLogger(__name__)
@@ -110,11 +110,7 @@ class RewardModelFunction(ModelBackedReward):
     ):
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        for option, value in (("max_tokens_per_batch", max_tokens_per_batch), ("max_length", max_length)):
-            if value is not None and value < 1:
-                raise ValueError(f"{option} must be >= 1 or None, got {value}")
+        check_batching_options(batch_size, max_tokens_per_batch, max_length)
         load_options = {"model_args": model_args, "base_model_name_or_path": base_model_name_or_path, "dtype": dtype}
         self._init_source(model, tokenizer, device, load_options)
         self.__name__ = name or model_name(model if self._path is None else None, self._path, "reward_model")

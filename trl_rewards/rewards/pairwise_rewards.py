@@ -36,7 +36,7 @@ import torch
 
 from ..inference.pairwise_scoring import PairwiseScorer
 from ..modeling import load_reward_model
-from .base import ModelBackedReward, message_text, model_name, prompt_text
+from .base import ModelBackedReward, check_batching_options, message_text, model_name, prompt_text
 
 GROUP_REFERENCES = ("best_of_group", "group_mean")
 
@@ -118,11 +118,7 @@ class PairwiseRewardFunction(ModelBackedReward):
             raise ValueError(f"reference must be a column name, 'best_of_group' or 'group_mean', got {reference!r}")
         if num_generations is not None and (isinstance(num_generations, bool) or num_generations < 1):
             raise ValueError(f"num_generations must be an integer >= 1 or None, got {num_generations!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        for option, value in (("max_tokens_per_batch", max_tokens_per_batch), ("max_length", max_length)):
-            if value is not None and value < 1:
-                raise ValueError(f"{option} must be >= 1 or None, got {value}")
+        check_batching_options(batch_size, max_tokens_per_batch, max_length)
         load_options = {"model_args": model_args, "base_model_name_or_path": base_model_name_or_path, "dtype": dtype}
         self._init_source(model, tokenizer, device, load_options)
         self.__name__ = name or model_name(model if self._path is None else None, self._path, "pairwise_model")
