@@ -196,6 +196,8 @@ def test_format_input_chat_and_text():
     assert format_input("q", "a", False, "Q: {prompt}\nA:") == ("Q: q\nA:", "a")
     with pytest.raises(ValueError, match="version"):
         evaluate_rewardbench(TableScorer({}), V1_ROWS, "v3")
+    with pytest.raises(ValueError, match="bootstrap"):
+        evaluate_rewardbench(TableScorer(V1_TABLE), V1_ROWS, "v1", bootstrap=-1)
 
 
 def test_cli_protocols_equal_python_on_a_tiny_model(tmp_path):

@@ -330,6 +330,8 @@ def evaluate_rewardbench(
     """
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be a non-negative integer (number of resamples), got {bootstrap!r}")
     if "{prompt}" not in prompt_template:
         raise ValueError(f"prompt_template must contain '{{prompt}}', got {prompt_template!r}")
     rows = list(rows)
