@@ -120,26 +120,19 @@ class AttributeScorer(RewardScorer):
         )
         return cls(model, tokenizer, **kwargs)
 
-    def _model_inputs(self, sequences: list[list[int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The forward's keyword arguments (the padding of [`RewardScorer`]) and each row's read-out position."""
-        width = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            span = slice(width - len(ids), width) if self.padding_side == "left" else slice(0, len(ids))
-            input_ids[row, span] = torch.tensor(ids)
-            mask[row, span] = 1
-        kwargs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
-        if self.decoder:
-            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(self.device)
-            kwargs["use_cache"] = False
-            last = torch.full((len(sequences),), width - 1) if self.padding_side == "left" else mask.sum(-1) - 1
-        else:
-            last = torch.zeros(len(sequences), dtype=torch.long)
-        return kwargs, last
+    def _inputs_and_read_positions(self, sequences: list[list[int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """[`RewardScorer`]'s forward arguments and each row's read-out position (a decoder's last real token, an
+        encoder's first)."""
+        kwargs = self._model_inputs(sequences)
+        n, width = kwargs["input_ids"].shape
+        if not self.decoder:
+            return kwargs, torch.zeros(n, dtype=torch.long)
+        if self.padding_side == "left":
+            return kwargs, torch.full((n,), width - 1)
+        return kwargs, kwargs["attention_mask"].sum(-1).cpu() - 1
 
     def _forward(self, sequences: list[list[int]]) -> torch.Tensor:
-        return self.model(**self._model_inputs(sequences)[0]).logits.float()
+        return self.model(**self._model_inputs(sequences)).logits.float()
 
     def _encode_all(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[list[int]]:
         if len(prompts) != len(completions):
@@ -195,7 +188,7 @@ class AttributeScorer(RewardScorer):
         sequences = [self._prompt_ids(p) for p in prompts]
         out: np.ndarray | None = None
         for batch in length_sorted_batches([len(s) for s in sequences], self.batch_size, self.max_tokens_per_batch):
-            kwargs, last = self._model_inputs([sequences[i] for i in batch])
+            kwargs, last = self._inputs_and_read_positions([sequences[i] for i in batch])
             hidden = self.model(**kwargs, output_hidden_states=True).hidden_states[-1]
             rows = hidden[torch.arange(len(batch), device=hidden.device), last.to(hidden.device)].double().cpu()
             if out is None:

@@ -118,10 +118,11 @@ class RewardScorer:
             self.n_truncated += 1
         return ids
 
-    def _forward(self, sequences: list[list[int]]) -> torch.Tensor:
+    def _model_inputs(self, sequences: list[list[int]]) -> dict[str, torch.Tensor]:
+        """The forward's keyword arguments: `sequences` padded on `padding_side` (a decoder also gets position ids
+        that skip left padding, and no cache)."""
         width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for row, ids in enumerate(sequences):
             span = slice(width - len(ids), width) if self.padding_side == "left" else slice(0, len(ids))
@@ -131,7 +132,10 @@ class RewardScorer:
         if self.decoder:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(self.device)
             kwargs["use_cache"] = False
-        return self.model(**kwargs).logits[:, 0].float()
+        return kwargs
+
+    def _forward(self, sequences: list[list[int]]) -> torch.Tensor:
+        return self.model(**self._model_inputs(sequences)).logits[:, 0].float()
 
     @torch.inference_mode()
     def score_ids(self, sequences: Sequence[list[int]], groups: Sequence[Hashable] | None = None) -> list[float]:
