@@ -93,7 +93,8 @@ def test_expected_mode_reads_the_logprobs_and_counts_malformed(server):
     assert rewards == pytest.approx([2.7 / 0.85, None, 2.7 / 0.85], abs=1e-12)
     assert logged == {"judge/num_unparsable": 1.0}
     assert [path for path, _ in server.requests] == ["/v1/completions"] * 2  # 3 prompts in batches of 2
-    body = server.requests[0][1]
+    # the two batches are sent concurrently, so they may arrive in either order
+    body = next(body for _, body in server.requests if len(body["prompt"]) == 2)
     assert (body["model"], body["max_tokens"], body["logprobs"], body["temperature"]) == ("judge-7b", 1, 20, 0.0)
     assert body["prompt"][0].endswith("Response: good\n\n" + 'Explain your total score in at most 100 words, then '
                                       'end with the line "Score: <total points>".\nScore: ')  # fmt: skip
