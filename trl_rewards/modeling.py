@@ -213,6 +213,53 @@ def model_init_kwargs(model_args=None, **overrides) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+@contextlib.contextmanager
+def _load_report_summarized():
+    """
+    While loading a reward model: transformers' LOAD REPORT (a table logged as a warning whenever a base model gets a
+    new head, the normal case when training starts) is held back, and `_summarize_loading` logs one line instead. When
+    loading fails, the held report is logged after all, since transformers' error message refers to it.
+    """
+    source, held = logging.getLogger("transformers.modeling_utils"), []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            held.append(record)
+            return False
+        return True
+
+    source.addFilter(hold)
+    try:
+        yield
+    except BaseException:
+        source.removeFilter(hold)
+        for record in held:
+            source.handle(record)
+        raise
+    finally:
+        source.removeFilter(hold)
+
+
+def _summarize_loading(path: str, info: dict) -> None:
+    """One line for what transformers' LOAD REPORT says: a new (untrained) head is expected; other gaps are not."""
+    reshaped = [key for key, *_ in info.get("mismatched_keys", ())]  # a head of another size, initialized anew
+    missing = sorted([*info.get("missing_keys", ()), *reshaped])
+    new_head = [k for k in missing if k.split(".")[0] in HEAD_NAMES]
+    other = [k for k in missing if k not in new_head]
+    unused = sorted(info.get("unexpected_keys", ()))
+    if new_head:
+        logger.info(
+            "%s: new reward head %s initialized (trained from here)%s",
+            path,
+            ", ".join(new_head),
+            f"; the checkpoint's {', '.join(unused)} unused (its own head)" if unused else "",
+        )
+    elif unused:
+        logger.info("%s: checkpoint weights not used by this head: %s", path, ", ".join(unused))
+    if other:
+        logger.warning("%s: weights missing from the checkpoint, newly initialized: %s", path, ", ".join(other))
+
+
 def load_reward_model(
     model_name_or_path: str,
     model_args=None,
@@ -246,7 +293,11 @@ def load_reward_model(
     """
     if head not in ("sequence", "token"):  # a causal LM (PRM "lm" style) loads with load_process_reward_model
         raise ValueError(f"head must be one of ['sequence', 'token'], got {head!r}")
-    kwargs = model_init_kwargs(model_args, num_labels=num_labels, **from_pretrained_kwargs)
+    if "config" in from_pretrained_kwargs:  # `from_pretrained` would hand num_labels to the model's __init__
+        from_pretrained_kwargs["config"].num_labels = num_labels
+        kwargs = model_init_kwargs(model_args, **from_pretrained_kwargs)
+    else:
+        kwargs = model_init_kwargs(model_args, num_labels=num_labels, **from_pretrained_kwargs)
     adapter_path = model_name_or_path if is_adapter_path(model_name_or_path) else None
     base_path = model_name_or_path
     if adapter_path is not None:
@@ -261,9 +312,10 @@ def load_reward_model(
         tokenizer_name_or_path or model_name_or_path,
         **{k: kwargs[k] for k in ("revision", "trust_remote_code", "gguf_file") if k in kwargs},
     )
-    with contextlib.nullcontext() if partition_under_zero3 else zero3_init_disabled():
+    with contextlib.nullcontext() if partition_under_zero3 else zero3_init_disabled(), _load_report_summarized():
         model, info = HEADS[head].from_pretrained(base_path, output_loading_info=True, **kwargs)
         missing = [k for k in info.get("missing_keys", ()) if k.split(".")[0] in HEAD_NAMES]
+        _summarize_loading(base_path, info)
         if require_trained_head and missing and adapter_path is None:  # an adapter brings its head along
             raise ValueError(
                 f"{model_name_or_path!r} holds no trained reward head (missing {sorted(missing)}): it is a base or "
@@ -291,6 +343,27 @@ def read_process_format(path: str) -> dict[str, Any] | None:
         return getattr(AutoConfig.from_pretrained(path), FORMAT_ATTRIBUTE, None)
     except OSError:
         return None
+
+
+def _sequence_reward_config(path: str):
+    """
+    The config of a trained 1-output sequence reward model (BT, outcome) at `path`, made ready to start a classifier
+    PRM from its weights (2 labels, no reward statistics); `None` for anything else (a base model, an adapter).
+    """
+    if is_adapter_path(path):
+        return None
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
+    architectures = getattr(config, "architectures", None) or []
+    if config.num_labels != 1 or not any(name.endswith("ForSequenceClassification") for name in architectures):
+        return None
+    config.num_labels = 2  # also resets id2label / label2id
+    config.problem_type = None
+    for key in REWARD_STATS_KEYS:
+        config.__dict__.pop(key, None)
+    return config
 
 
 def load_process_reward_model(
@@ -326,6 +399,16 @@ def load_process_reward_model(
             f"{model_name_or_path!r} was trained with model_style={saved['model_style']!r}, not {style!r}"
         )
     if style == "classifier":
+        reward_config = None if saved is not None else _sequence_reward_config(model_name_or_path)
+        if reward_config is not None:  # a trained BT / outcome model: its body, a new 2-label token head
+            from_pretrained_kwargs = {
+                **from_pretrained_kwargs,
+                "config": reward_config,
+                "ignore_mismatched_sizes": True,
+            }
+            logger.info(
+                "%s is a sequence reward model: the PRM starts from its weights, with a new head", model_name_or_path
+            )
         model, tokenizer = load_reward_model(
             model_name_or_path,
             model_args=model_args,

@@ -313,3 +313,14 @@ def test_report_writes_strict_json_for_undefined_metrics(tmp_path):
     text = open(paths["results"]).read()
     assert "NaN" not in text and json.loads(text)["subsets"]["s1"]["accuracy"] is None
     assert "| s1 | 2 | – |" in open(paths["report"]).read()
+
+
+def test_an_async_reward_function_is_evaluated_like_a_sync_one():
+    async def length_reward(prompts, completions, completion_ids=None, **kwargs):
+        return [float(len(c)) for c in completions]
+
+    assert as_scorer(length_reward).score(["p", "p"], ["abc", "de"]) == [3.0, 2.0]
+    table = {completion: float(len(completion)) for row in ROWS for completion in (row["chosen"], row["rejected"])}
+    assert evaluate_preferences(length_reward, ROWS)["overall"]["accuracy"] == pytest.approx(
+        evaluate_preferences(LookupScorer(table), ROWS)["overall"]["accuracy"]
+    )

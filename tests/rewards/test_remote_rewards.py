@@ -1,6 +1,7 @@
 """RemoteRewardFunction against small in-process HTTP servers (no Ray): async and sync call sites, every protocol's
 wire format, fail-over away from a dead URL and back once it recovers, retries on 5xx but not on 4xx,
-`on_error="none"`, PRM step mode, pickling, and membership of a RewardEnsemble beside a local member."""
+`on_error="none"`, PRM step mode, pickling, and membership of a RewardEnsemble beside a local member (the blocking
+twin in a sync ensemble, the async function itself in an async one, with the same rewards)."""
 
 import asyncio
 import json
@@ -182,14 +183,33 @@ def test_row_dependent_server_refuses_sharding_and_steps_are_read():
         stub.close()
 
 
-def test_member_of_an_ensemble_beside_a_local_member(stub):
-    def local(prompts, completions, **kwargs):
-        return [float(len(p)) for p in prompts]
+def _local(prompts, completions, **kwargs):
+    return [float(len(p)) for p in prompts]
 
+
+def test_member_of_an_ensemble_beside_a_local_member(stub):
     remote = RemoteRewardFunction(stub.url, name="remote")
-    ensemble = RewardEnsemble({"remote": remote.blocking(), "local": local}, normalization="none")
+    ensemble = RewardEnsemble({"remote": remote.blocking(), "local": _local}, normalization="none")
+    assert not is_async_callable(ensemble)
     expected = [(r + len(p)) / 2 for r, p in zip(EXPECTED, PROMPTS, strict=True)]
     assert ensemble(prompts=PROMPTS, completions=COMPLETIONS) == pytest.approx(expected)
+
+
+def test_async_member_makes_an_async_ensemble_equal_to_the_blocking_one(stub):
+    remote = RemoteRewardFunction([stub.url, stub.url], name="remote")
+    options = {"aggregation": "weighted_mean", "weights": [2.0, 1.0], "normalization": "batch", "name": "e"}
+    ensemble = RewardEnsemble({"remote": remote, "local": _local}, **options)
+    blocking = RewardEnsemble({"remote": remote.blocking(), "local": _local}, **options)
+    assert is_async_callable(ensemble) and not is_async_callable(blocking)  # TRL awaits the first one
+    logged, logged_blocking = {}, {}
+    rewards = asyncio.run(ensemble(prompts=PROMPTS, completions=COMPLETIONS, log_metric=logged.__setitem__))
+    expected = blocking(prompts=PROMPTS, completions=COMPLETIONS, log_metric=logged_blocking.__setitem__)
+    assert rewards == pytest.approx(expected) and logged == pytest.approx(logged_blocking)
+    assert logged["remote/failed_samples"] == 0.0 and stub.hits == 4  # 2 calls x 2 shards
+    clone = pickle.loads(pickle.dumps(ensemble))  # what TRL's async rollout workers need
+    assert is_async_callable(clone) and asyncio.run(clone(prompts=PROMPTS, completions=COMPLETIONS)) == rewards
+    raw, _ = clone.member_rewards(PROMPTS, COMPLETIONS)  # sync code (the server, evaluation) still gets its table
+    assert raw[:, 0].tolist() == pytest.approx(EXPECTED)
 
 
 def test_options_are_checked():

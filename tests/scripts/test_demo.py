@@ -45,6 +45,7 @@ def test_tiny_demo_runs_every_stage(tiny_run):
     assert results["stages"] == ["bt", "prm", "eval", "grpo"]
     assert set(results["timings"]) == {"data", "bt", "prm", "eval", "grpo", "total"}
     assert results["bt"]["train_pairs"] == 32 and results["prm"]["train_solutions"] == 64
+    assert results["prm"]["base"] == str(out / "bt")  # --prm_init bt (the default): the PRM starts from the BT model
     assert results["bt"]["frozen_parameters"] > 0  # --tiny freezes the embeddings and 1 of the 2 layers
     # BT: the evaluation layer's report and plots, on the 16 held-out pairs
     for name in ("report.md", "results.json", "reward_distributions.png", "calibration.png"):
@@ -95,6 +96,9 @@ def test_stage_subset_reuses_trained_models(tiny_run, tmp_path):
     assert again["eval_prm"]["step_metrics"] == first["eval_prm"]["step_metrics"]
     given = main(["--tiny", "--output_dir", str(tmp_path / "given"), "--bt_model", str(out / "bt")])
     assert given["stages"] == ["prm", "eval", "grpo"]  # --bt_model replaces the bt stage
+    assert given["prm"]["base"] == str(out / "bt")  # and is where the PRM starts
+    bare = main(["--tiny", "--output_dir", str(tmp_path / "bare"), "--stages", "prm", "--prm_init", "base"])
+    assert bare["prm"]["base"] == "tiny"
     assert given["eval_bt"]["accuracy"] == first["eval_bt"]["accuracy"]
 
 
@@ -129,6 +133,8 @@ def test_default_stages_leave_out_given_models():
         (["--num_generations", "1"], "--num_generations must be >= 2"),
         (["--n_train", "0"], "--n_train must be >= 1"),
         (["--freeze_layers", "-1"], "--freeze_layers must be >= 0"),
+        (["--stages", "prm", "eval"], "stage 'prm' starts from the BT model (--prm_init bt)"),
+        (["--prm_init", "bt", "--prm_base", "some/model"], "--prm_base is where --prm_init base starts"),
     ],
 )
 def test_bad_options_fail_before_any_model_loads(tmp_path, argv, message):
@@ -136,7 +142,10 @@ def test_bad_options_fail_before_any_model_loads(tmp_path, argv, message):
         main(["--output_dir", str(tmp_path / "out"), *argv])
 
 
-@pytest.mark.parametrize("argv, choice", [(["--stages", "train"], "'train'"), (["--normalization", "none"], "'none'")])
+@pytest.mark.parametrize(
+    "argv, choice",
+    [(["--stages", "train"], "'train'"), (["--normalization", "none"], "'none'"), (["--prm_init", "rm"], "'rm'")],
+)
 def test_choices_reach_argparse(tmp_path, capsys, argv, choice):
     with pytest.raises(SystemExit):
         cli_main(["demo", "--output_dir", str(tmp_path), *argv])

@@ -2,7 +2,8 @@
 PRM and an ensemble), called through RemoteRewardFunction: the served rewards equal the in-process ones to 1e-5 in
 every protocol, with an ensemble's per-member values and a PRM's per-step values; over-long rows are truncated or
 dropped as the model's policy says and reported; shards keep their order and concurrent requests are merged; a GRPO
-step runs with a remote member beside a local one; malformed requests get a 4xx naming the field."""
+step runs with a remote reward function and an async ensemble holding a remote member beside a local one; a replica
+runs `num_cpus_per_replica` torch threads; malformed requests get a 4xx naming the field."""
 
 import math
 import socket
@@ -10,6 +11,7 @@ import threading
 
 import pytest
 import torch
+from trl.trainer.utils import is_async_callable
 
 from trl_rewards.rewards.ensemble import RewardEnsemble
 from trl_rewards.rewards.model_rewards import ProcessRewardFunction, RewardModelFunction
@@ -45,7 +47,7 @@ def served(tmp_path_factory):
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     options = {"max_batch_size": 16, "batch_wait_timeout_s": 0.2}
     apps = {
-        "rm": {"spec": {"model": rm, "device": "cpu"}, "route_prefix": "/rm", **options},
+        "rm": {"spec": {"model": rm, "device": "cpu"}, "route_prefix": "/rm", "num_cpus_per_replica": 2, **options},
         "prm": {"spec": {"config": prm_spec}, "route_prefix": "/prm", **options},
         "ensemble": {"spec": {"config": ensemble_spec}, "route_prefix": "/ensemble", **options},
     }
@@ -146,9 +148,11 @@ def test_grpo_step_with_a_remote_member_beside_a_local_one(served, tmp_path):
     policy = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer))
     remote = RemoteRewardFunction(urls["rm"], name="remote_rm")
     ensemble = RewardEnsemble(
-        {"remote_prm": RemoteRewardFunction(urls["prm"]).blocking(), "local_rm": local["rm"]},
-        normalization="none", name="ensemble",
-    )  # fmt: skip
+        {"remote_prm": RemoteRewardFunction(urls["prm"]), "local_rm": local["rm"]},
+        normalization="none",
+        name="ensemble",
+    )  # an async member: the ensemble is async too, awaited on TRL's loop beside `remote`
+    assert is_async_callable(ensemble)
     args = GRPOConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_completion_length=6,
         max_steps=1, logging_steps=1, report_to=[], use_cpu=True, bf16=False, activation_checkpointing=False,
@@ -192,6 +196,17 @@ def test_malformed_requests_get_a_4xx_naming_the_field(served, endpoint, body, f
     assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # the replica is still serving
 
 
+def test_replica_threads_follow_num_cpus_per_replica(served):
+    import httpx
+
+    from trl_rewards.scripts.serve_app import build_app
+
+    health = httpx.get(f"{served[0]['rm']}/health", timeout=30).json()
+    assert health["torch_threads"] == 2 and isinstance(health["niceness"], int)
+    with pytest.raises(ValueError, match="num_cpus_per_replica must be > 0"):
+        build_app({"model": "unused"}, num_cpus_per_replica=0)
+
+
 def test_too_long_error_policy_names_the_row():
     from trl_rewards.scripts.serve_app import RewardService, TooLongError
 
@@ -202,3 +217,17 @@ def test_too_long_error_policy_names_the_row():
     report = RewardService(service.reward).respond(["", ""], ["short", LONG])
     assert report["too_long"]["truncated"] == [1] and None not in report["rewards"]
     assert service.reward.scorer.n_truncated == 1  # the check borrowed the counter; only the scoring counted
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num_replicas", "0"], "--num_replicas and --max_batch_size must be >= 1"),
+        (["--num_cpus_per_replica", "0"], "--num_cpus_per_replica must be > 0, got 0.0"),
+    ],
+)
+def test_serve_command_rejects_bad_sizes_before_starting_ray(argv, message):
+    from trl_rewards.scripts.serve import main as serve_main
+
+    with pytest.raises(ValueError, match=message):
+        serve_main(["--model", "runs/rm", *argv])

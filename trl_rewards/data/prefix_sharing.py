@@ -29,7 +29,7 @@ Layout of one packed row (shapes without the batch dimension, `T` = packed lengt
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,14 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     while n < shortest and all(s[n] == first[n] for s in sequences):
         n += 1
     return n
+
+
+def group_indices(keys: Sequence[Hashable]) -> list[list[int]]:
+    """Indices of equal keys, groups in order of first appearance (`["a", "b", "a"]` → `[[0, 2], [1]]`)."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 def read_index(sequence: Sequence[int], pad_token_id: int | None) -> int:
@@ -157,9 +165,9 @@ def block_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _attention_implementation(model) -> str | None:
+    while hasattr(model, "module"):  # DDP / DeepSpeed engine (whose own `config` is DeepSpeed's)
+        model = model.module
     config = getattr(model, "config", None)
-    if config is None and hasattr(model, "module"):  # DDP / DeepSpeed engine
-        config = model.module.config
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return getattr(config, "_attn_implementation", None)
 
@@ -257,4 +265,56 @@ class PrefixSharingCollator:
         for name in ("margin", "label"):
             if name in examples[0]:
                 output[name] = torch.tensor([float(e[name]) for e in examples], dtype=torch.float)
+        return output
+
+
+def group_outcomes(input_ids: Sequence[Sequence[int]], labels: Sequence[float], keys: Sequence[Hashable], k: int):
+    """
+    Outcome rows (one completion each) regrouped as packed-row examples: the rows with equal `keys` (their prompt),
+    in order of first appearance, cut into consecutive groups of at most `k`.
+
+    Returns:
+        `list[dict]`: `{"sequences": [ids, ...], "labels": [float, ...], "length": packed length}` per group.
+    """
+    if not len(input_ids) == len(labels) == len(keys):
+        raise ValueError(f"got {len(input_ids)} rows, {len(labels)} labels and {len(keys)} keys")
+    out = []
+    for members in group_indices(keys):
+        for start in range(0, len(members), k):
+            chunk = members[start : start + k]
+            sequences = [list(input_ids[i]) for i in chunk]
+            out.append(
+                {
+                    "sequences": sequences,
+                    "labels": [float(labels[i]) for i in chunk],
+                    "length": packed_length(sequences),
+                }
+            )
+    return out
+
+
+@dataclass
+class PackedOutcomeCollator:
+    """
+    Packs grouped outcome examples ([`group_outcomes`]: `sequences`, `labels`), one packed row per example
+    ([`pack_shared_prefix`], [`collate_packed`]): `input_ids`, `position_ids`, `segment_ids`, `attention_mask`
+    `(batch, T)`; for the `n` completions of the batch, row by row, `completion_index` `(n, 2)` long (packed row,
+    position where the reward is read) and `label` `(n,)` float.
+
+    Args:
+        pad_token_id (`int`): the model's pad token (padding, and the read position of each completion).
+        pad_to_multiple_of (`int`, *optional*): pad `T` to a multiple of this value.
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [pack_shared_prefix(e["sequences"], self.pad_token_id) for e in examples]
+        output = collate_packed(rows, self.pad_token_id, self.pad_to_multiple_of)
+        output.pop("reward_index", None)
+        output["completion_index"] = torch.tensor(
+            [[r, i] for r, row in enumerate(rows) for i in row.reward_index], dtype=torch.long
+        )
+        output["label"] = torch.tensor([float(y) for e in examples for y in e["labels"]], dtype=torch.float)
         return output

@@ -30,6 +30,7 @@ is 1, "chosen wins".
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..data.preference import PRETOKENIZED, validate_preference_rows
+from ..rewards.reward_calls import run_blocking
 from . import metrics
 from .pairwise_report import pairwise_report
 from .preference_labels import labelled_calibration_curve, labelled_pairwise_metrics, oriented_pairs
@@ -79,6 +81,8 @@ class RewardFunctionScorer:
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
         rewards = self.reward_function(prompts=list(prompts), completions=list(completions))
+        if inspect.isawaitable(rewards):  # an async reward function (a remote one, an ensemble holding one)
+            rewards = run_blocking(rewards)
         if len(rewards) != len(completions):
             raise ValueError(f"reward function {self.__name__!r} returned {len(rewards)} rewards for {len(prompts)}")
         out = []

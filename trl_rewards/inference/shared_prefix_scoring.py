@@ -1,13 +1,15 @@
 """Scoring completions that share a prompt (GRPO's groups) with the prompt encoded once, for decoder reward models.
 
-[`RewardScorer`] with `prefix_sharing=True` hands its token sequences here with a group key per sequence (its
-prompt). Sequences with the same key are cut into chunks of at most `batch_size` completions; a chunk's common prefix
-(the longest common prefix of its token ids, at most all but the last token of its shortest sequence) runs through
-the model once, and its KV cache, repeated once per completion, serves every completion's remaining tokens, whose
-position ids continue the prefix. Each completion thus attends to exactly the tokens it attends to alone, and each
-score equals the score of the sequence alone (up to float summation order). The reward is read where a
-`*ForSequenceClassification` head reads it alone (`data.prefix_sharing.read_index`), from the head's per-token output
-captured in either pass.
+[`shared_prefix_outputs`] is the machinery; [`score_shared_prefix`] (for [`RewardScorer`] with `prefix_sharing=True`,
+one reward per sequence) and the PRM step scorer (`inference.step_scoring`, one output per step label) use it. Each
+token sequence comes with a group key (its prompt). Sequences with the same key are cut into chunks of at most
+`batch_size` completions; a chunk's common prefix (the longest common prefix of its token ids, at most all but the
+last token of its shortest sequence) runs through the model once, and its KV cache, repeated once per completion,
+serves every completion's remaining tokens, whose position ids continue the prefix. Each completion thus attends to
+exactly the tokens it attends to alone, and each per-token output equals that of the sequence alone (up to float
+summation order); an output wanted inside the shared prefix is read from the prefix pass. A sequence-classification
+reward is read where a `*ForSequenceClassification` head reads it alone (`data.prefix_sharing.read_index`), from the
+head's per-token output captured in either pass.
 
 When it pays: `G` completions of `c` tokens after a `p`-token prompt cost `p + G c` token positions instead of
 `G (p + c)`; each completion token still attends to the `p + c` tokens it sees alone. A group of one, or completions
@@ -19,21 +21,24 @@ every wrapper (DeepSpeed ZeRO-3, gradient checkpointing), a single forward pass 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from ..data.encoding import pad_right
-from ..data.prefix_sharing import captured_head_output, check_packing_support, common_prefix_length, read_index
+from ..data.prefix_sharing import (
+    captured_head_output,
+    check_packing_support,
+    common_prefix_length,
+    group_indices,
+    read_index,
+)
+from ..modeling import is_decoder_model
 
-
-def group_indices(keys: Sequence[Hashable]) -> list[list[int]]:
-    """Indices of equal keys, groups in order of first appearance (`["a", "b", "a"]` → `[[0, 2], [1]]`)."""
-    groups: dict[Hashable, list[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    return list(groups.values())
+TokenOutputs = Callable[[dict], torch.Tensor]
+"""Runs a model on keyword arguments and returns its per-token outputs, `(batch, T, d)`."""
 
 
 def split_group(lengths: Sequence[int], members: list[int], max_rows: int, max_tokens: int | None) -> list[list[int]]:
@@ -65,16 +70,35 @@ def _chunk(sequences: Sequence[Sequence[int]], members: list[int]) -> _Chunk:
     return _Chunk(members, list(seqs[0][:p]))
 
 
-def _cache_kwarg(model) -> str:
-    # transformers >= 5.2x renamed `past_key_values` to `cache` (the old name warns)
+def _unwrapped(model):
     while hasattr(model, "get_base_model") or hasattr(model, "module"):
         model = model.get_base_model() if hasattr(model, "get_base_model") else model.module
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    return model
 
 
-def _score_chunks(model, chunks: list[_Chunk], sequences, pad_token_id: int, device, scores: torch.Tensor) -> None:
+def _cache_kwarg(model) -> str:
+    # transformers >= 5.2x renamed `past_key_values` to `cache` (the old name warns)
+    return "cache" if "cache" in inspect.signature(type(_unwrapped(model)).forward).parameters else "past_key_values"
+
+
+def _new_cache(model) -> DynamicCache:
+    # passed in and filled in place: a token classifier's output does not return the cache it built
+    config = _unwrapped(model).config
+    return DynamicCache(config=config.get_text_config(decoder=True))
+
+
+def _run_chunks(
+    model,
+    token_outputs: TokenOutputs,
+    chunks: list[_Chunk],
+    sequences,
+    positions,
+    pad_token_id: int,
+    device,
+    out: list,
+) -> None:
     """One prefix pass over the chunks' prefixes (right-padded), then one pass over every completion's remaining
-    tokens with the prefix cache; writes each sequence's score into `scores`."""
+    tokens with the prefix cache; writes each sequence's outputs at its `positions` into `out`."""
     n_prefix = [len(c.prefix) for c in chunks]
     rows = [(c_index, i) for c_index, c in enumerate(chunks) for i in c.members]
     tails = [sequences[i][n_prefix[c] :] for c, i in rows]
@@ -82,24 +106,89 @@ def _score_chunks(model, chunks: list[_Chunk], sequences, pad_token_id: int, dev
     tail_mask = pad_right([[1] * len(t) for t in tails], 0).to(device)
     offsets = torch.tensor([n_prefix[c] for c, _ in rows], device=device).unsqueeze(1)
     kwargs = {"position_ids": offsets + torch.arange(tail_ids.shape[1], device=device), "use_cache": False}
-    prefix_scores = None
+    prefix_values = None
     if min(n_prefix) > 0:  # a micro-batch holds chunks that all have a prefix, or none that has one
         prefix_ids = pad_right([c.prefix for c in chunks], pad_token_id).to(device)
         prefix_mask = pad_right([[1] * len(c.prefix) for c in chunks], 0).to(device)
-        with captured_head_output(model) as captured:
-            out = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True)
-        prefix_scores = captured[-1].squeeze(-1).double().cpu()
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        cache = _new_cache(model)
+        prefix_values = token_outputs(
+            {"input_ids": prefix_ids, "attention_mask": prefix_mask, _cache_kwarg(model): cache, "use_cache": True}
+        )
+        prefix_values = prefix_values.detach().double().cpu()
         chunk_of_row = torch.tensor([c for c, _ in rows], device=device)
         cache.reorder_cache(chunk_of_row)  # one copy of its chunk's prefix per completion row
         kwargs.update({_cache_kwarg(model): cache, "use_cache": True})
         tail_mask = torch.cat([prefix_mask[chunk_of_row], tail_mask], dim=1)
-    with captured_head_output(model) as captured:
-        model(input_ids=tail_ids, attention_mask=tail_mask, **kwargs)
-    tail_scores = captured[-1].squeeze(-1).double().cpu()
+    tail_values = token_outputs({"input_ids": tail_ids, "attention_mask": tail_mask, **kwargs}).detach().double().cpu()
     for row, (c, i) in enumerate(rows):
-        at = read_index(sequences[i], pad_token_id)
-        scores[i] = prefix_scores[c, at] if at < n_prefix[c] else tail_scores[row, at - n_prefix[c]]
+        n = n_prefix[c]
+        values = [prefix_values[c, at] if at < n else tail_values[row, at - n] for at in positions[i]]
+        out[i] = torch.stack(values) if values else tail_values.new_zeros((0, tail_values.shape[-1]))
+
+
+def shared_prefix_outputs(
+    model,
+    token_outputs: TokenOutputs,
+    sequences: Sequence[Sequence[int]],
+    keys: Sequence[Hashable],
+    positions: Sequence[Sequence[int]],
+    pad_token_id: int,
+    device: torch.device,
+    batch_size: int = 16,
+    max_tokens_per_batch: int | None = None,
+) -> list[torch.Tensor]:
+    """
+    Per-token outputs of a decoder at chosen positions of token `sequences`; sequences with equal `keys` (completions
+    of one prompt) share one pass over their common prefix, whose KV cache serves every completion's remaining tokens.
+
+    Args:
+        model: the decoder (plain, PEFT), in eval mode, with `"sdpa"` or `"eager"` attention; used for its cache
+            layout and the name of the cache argument.
+        token_outputs (`Callable[[dict], torch.Tensor]`): runs the model on the keyword arguments it gets
+            (`input_ids`, `attention_mask`, `position_ids` for the completion pass, the cache and `use_cache`) and
+            returns its per-token outputs `(batch, T, d)` (a head's output, or logits).
+        sequences (`Sequence[Sequence[int]]`): the non-empty token ids of each `(prompt, completion)`.
+        keys (`Sequence[Hashable]`): one group key per sequence; unique keys share nothing.
+        positions (`Sequence[Sequence[int]]`): per sequence, the indices (into it) whose outputs are wanted.
+        pad_token_id (`int`): the padding token.
+        device (`torch.device`): where the model runs.
+        batch_size (`int`): most completions per forward pass (a larger group is cut into chunks, each running its
+            prefix once).
+        max_tokens_per_batch (`int`, *optional*): most padded tokens (`rows × longest sequence`) per forward pass.
+
+    Returns:
+        `list[torch.Tensor]`: per sequence, in input order, its outputs at `positions[i]`, `(len(positions[i]), d)`
+        float64 on the CPU.
+    """
+    if not len(keys) == len(sequences) == len(positions):
+        raise ValueError(f"got {len(sequences)} sequences but {len(keys)} group keys and {len(positions)} positions")
+    if any(len(s) == 0 for s in sequences):
+        raise ValueError("every sequence needs at least one token")
+    for i, (sequence, wanted) in enumerate(zip(sequences, positions, strict=True)):
+        if any(not 0 <= at < len(sequence) for at in wanted):
+            raise ValueError(f"sequence {i}: positions {list(wanted)} fall outside its {len(sequence)} tokens")
+    check_packing_support(model)
+    lengths = [len(s) for s in sequences]
+    chunks = [
+        _chunk(sequences, members)
+        for group in group_indices(keys)
+        for members in split_group(lengths, group, batch_size, max_tokens_per_batch)
+    ]
+    # micro-batches of chunks, the longest together; the chunks without a shared prefix run apart (no cache)
+    chunks.sort(key=lambda c: (len(c.prefix) > 0, max(lengths[i] for i in c.members)))
+    out: list = [None] * len(sequences)
+    batch: list[_Chunk] = []
+    for chunk in chunks:
+        rows = sum(len(c.members) for c in batch) + len(chunk.members)
+        longest = max(lengths[i] for c in batch + [chunk] for i in c.members)
+        over_tokens = max_tokens_per_batch is not None and rows * longest > max_tokens_per_batch
+        if batch and (rows > batch_size or over_tokens or (len(batch[0].prefix) > 0) != (len(chunk.prefix) > 0)):
+            _run_chunks(model, token_outputs, batch, sequences, positions, pad_token_id, device, out)
+            batch = []
+        batch.append(chunk)
+    if batch:
+        _run_chunks(model, token_outputs, batch, sequences, positions, pad_token_id, device, out)
+    return out
 
 
 def score_shared_prefix(
@@ -113,7 +202,8 @@ def score_shared_prefix(
 ) -> torch.Tensor:
     """
     Raw scores of token `sequences` from a decoder sequence-classification model; sequences with equal `keys`
-    (completions of one prompt) share one pass over their common prefix.
+    (completions of one prompt) share one pass over their common prefix ([`shared_prefix_outputs`] reading the
+    `score` head's per-token output where the head reads a sequence alone).
 
     Args:
         model: the reward model, in eval mode, with `"sdpa"` or `"eager"` attention.
@@ -121,8 +211,7 @@ def score_shared_prefix(
         keys (`Sequence[Hashable]`): one group key per sequence; unique keys share nothing.
         pad_token_id (`int`): the model's pad token (padding and read positions).
         device (`torch.device`): where the model runs.
-        batch_size (`int`): most completions per forward pass (a larger group is cut into chunks, each running its
-            prefix once).
+        batch_size (`int`): most completions per forward pass.
         max_tokens_per_batch (`int`, *optional*): most padded tokens (`rows × longest sequence`) per forward pass.
 
     Returns:
@@ -132,25 +221,25 @@ def score_shared_prefix(
         raise ValueError(f"got {len(sequences)} sequences but {len(keys)} group keys")
     if any(len(s) == 0 for s in sequences):
         raise ValueError("every sequence needs at least one token")
+
+    def head_outputs(kwargs: dict) -> torch.Tensor:
+        with captured_head_output(model) as captured:
+            model(**kwargs)
+        return captured[-1]
+
+    positions = [[read_index(s, pad_token_id)] for s in sequences]
+    outputs = shared_prefix_outputs(
+        model, head_outputs, sequences, keys, positions, pad_token_id, device, batch_size, max_tokens_per_batch
+    )
+    return torch.stack([o[0, 0] for o in outputs]) if outputs else torch.empty(0, dtype=torch.float64)
+
+
+def check_shared_prefix_model(model) -> None:
+    """Raises a `ValueError` unless `model` can share a prefix exactly: a causal (decoder) model whose attention
+    takes a custom mask (`"sdpa"` or `"eager"`, see `check_packing_support`)."""
+    if not is_decoder_model(model):
+        raise ValueError(
+            "prefix_sharing=True needs a causal (decoder) reward model: in a bidirectional encoder the prompt's "
+            "encoding depends on the completion after it, so it cannot be computed once per group"
+        )
     check_packing_support(model)
-    lengths = [len(s) for s in sequences]
-    chunks = [
-        _chunk(sequences, members)
-        for group in group_indices(keys)
-        for members in split_group(lengths, group, batch_size, max_tokens_per_batch)
-    ]
-    # micro-batches of chunks, the longest together; the chunks without a shared prefix run apart (no cache)
-    chunks.sort(key=lambda c: (len(c.prefix) > 0, max(lengths[i] for i in c.members)))
-    scores = torch.empty(len(sequences), dtype=torch.float64)
-    batch: list[_Chunk] = []
-    for chunk in chunks:
-        rows = sum(len(c.members) for c in batch) + len(chunk.members)
-        longest = max(lengths[i] for c in batch + [chunk] for i in c.members)
-        over_tokens = max_tokens_per_batch is not None and rows * longest > max_tokens_per_batch
-        if batch and (rows > batch_size or over_tokens or (len(batch[0].prefix) > 0) != (len(chunk.prefix) > 0)):
-            _score_chunks(model, batch, sequences, pad_token_id, device, scores)
-            batch = []
-        batch.append(chunk)
-    if batch:
-        _score_chunks(model, batch, sequences, pad_token_id, device, scores)
-    return scores

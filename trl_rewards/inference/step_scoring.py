@@ -7,8 +7,11 @@ layout (style, separator, tag, good/bad tokens) that [`ProcessRewardTrainer`] st
 LoRA adapter, in `process_reward.json` beside it).
 
 Sequences are right-padded in length-sorted micro-batches: padding never moves a real token, so the probabilities do
-not depend on the batch size or the order of the inputs. Outcome reward models are scored with
-[`~trl_rewards.inference.sequence_scoring.RewardScorer`]. This module imports no trainer code.
+not depend on the batch size or the order of the inputs. With `prefix_sharing=True` (decoder PRMs), solutions of the
+same prompt (GRPO's groups) run their common prefix once and reuse its KV cache
+([`~trl_rewards.inference.shared_prefix_scoring.shared_prefix_outputs`]); the probabilities are the same. Outcome
+reward models are scored with [`~trl_rewards.inference.sequence_scoring.RewardScorer`]. This module imports no
+trainer code.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from ..modeling import is_decoder_model, load_process_reward_model, prepare_toke
 from ..step_format import resolve_process_format
 from .aggregation import aggregate_step_scores
 from .batching import length_sorted_batches
-from .sequence_scoring import place_model, resolve_max_length, warn_truncated
+from .sequence_scoring import place_model, prompt_key, resolve_max_length, warn_truncated
+from .shared_prefix_scoring import check_shared_prefix_model, shared_prefix_outputs
 
 # Config attributes of causal LMs whose forward rescales the logits after the LM head (Gemma 2, Cohere, Granite):
 # those models are scored through their own forward.
@@ -49,6 +53,9 @@ class ProcessRewardScorer:
             whose steps alone do not fit raises a `ValueError`, since every step needs its probability. Defaults to
             the model's position limit (no truncation only for a model without one).
         device: where to run; the model is moved there. Defaults to the model's device.
+        prefix_sharing (`bool`, *optional*, defaults to `False`): score the solutions of one prompt (equal prompts,
+            e.g. GRPO's groups) with their common prefix run once and its KV cache reused by each solution (same
+            probabilities; decoders with `"sdpa"`/`"eager"` attention only, an encoder is an error).
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class ProcessRewardScorer:
         max_tokens_per_batch: int | None = None,
         max_length: int | None = None,
         device: str | torch.device | None = None,
+        prefix_sharing: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -87,6 +95,9 @@ class ProcessRewardScorer:
             self.good_token_id = single_token_id(tokenizer, self.format["good_token"], "good_token")
             self.bad_token_id = single_token_id(tokenizer, self.format["bad_token"], "bad_token")
         self.decoder = is_decoder_model(model)
+        if prefix_sharing:
+            check_shared_prefix_model(model)
+        self.prefix_sharing = prefix_sharing
         self.text_separator = text_separator
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
@@ -125,6 +136,19 @@ class ProcessRewardScorer:
         self.n_truncated += fitted is not encoded
         return fitted
 
+    def _step_logits(self, inputs: dict) -> torch.Tensor:
+        """`[z_bad, z_good]` at every token, `(batch, T, 2)`, from the model run on `inputs`."""
+        head = self._two_row_head() if self.format["model_style"] == "lm" else None
+        if head is not None:
+            # Only the good and bad rows of the LM head: never the (batch, seq, vocab) logits.
+            weight, bias = head
+            hidden = self.model.get_decoder()(**inputs).last_hidden_state
+            return hidden @ weight.T + (bias if bias is not None else 0)
+        logits = self.model(**inputs).logits
+        if self.format["model_style"] == "lm":
+            logits = step_tag_logits(logits, self.good_token_id, self.bad_token_id)
+        return logits
+
     def _forward(self, rows: list[EncodedSteps]) -> list[list[float]]:
         inputs = {
             "input_ids": pad_right([row.input_ids for row in rows], self.tokenizer.pad_token_id).to(self.device),
@@ -133,22 +157,28 @@ class ProcessRewardScorer:
         }
         batch = torch.tensor([i for i, row in enumerate(rows) for _ in row.label_positions], device=self.device)
         positions = torch.tensor([p for row in rows for p in row.label_positions], device=self.device)
-        head = self._two_row_head() if self.format["model_style"] == "lm" else None
-        if head is not None:
-            # Only the good and bad rows of the LM head, only at the step tags: never the (batch, seq, vocab) logits.
-            weight, bias = head
-            hidden = self.model.get_decoder()(**inputs).last_hidden_state[batch, positions]
-            logits = hidden @ weight.T + (bias if bias is not None else 0)
-        else:
-            logits = self.model(**inputs).logits[batch, positions]
-            if self.format["model_style"] == "lm":
-                logits = step_tag_logits(logits, self.good_token_id, self.bad_token_id)
+        logits = self._step_logits(inputs)[batch, positions]
         probs = torch.sigmoid((logits[..., 1] - logits[..., 0]).double()).cpu().tolist()
         out, start = [], 0
         for row in rows:
             out.append(probs[start : start + len(row.label_positions)])
             start += len(row.label_positions)
         return out
+
+    def _shared_prefix_forward(self, prompts: Sequence[str], rows: list[EncodedSteps]) -> list[list[float]]:
+        """The step probabilities of `rows`, the rows of one prompt sharing their common prefix."""
+        logits = shared_prefix_outputs(
+            self.model,
+            self._step_logits,
+            [row.input_ids for row in rows],
+            [prompt_key(prompt, i) for i, prompt in enumerate(prompts)],
+            [row.label_positions for row in rows],
+            self.tokenizer.pad_token_id,
+            self.device,
+            self.batch_size,
+            self.max_tokens_per_batch,
+        )
+        return [torch.sigmoid(z[:, 1] - z[:, 0]).tolist() for z in logits]
 
     def _two_row_head(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """`(weight, bias)` rows `[bad, good]` of a plain linear LM head over a decoder body, or `None` when the
@@ -188,6 +218,8 @@ class ProcessRewardScorer:
             except ValueError as err:
                 raise ValueError(f"solution {i}: {err}") from err
         warn_truncated(self.n_truncated - before, len(rows), "solutions", self.max_length, "prompt tokens cut")
+        if self.prefix_sharing:
+            return self._shared_prefix_forward(prompts, rows)
         out: list[list[float]] = [[] for _ in rows]
         for batch in length_sorted_batches(
             [len(r.input_ids) for r in rows], self.batch_size, self.max_tokens_per_batch

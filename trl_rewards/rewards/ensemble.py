@@ -32,6 +32,13 @@ Members are any reward functions in TRL's contract (model-based [`RewardModelFun
 `on_member_error="skip"` it also logs `{name}/{m}/failed` (1 when the member failed in this call, else 0). The last
 call's metrics are also kept in `last_metrics`, for callers without `log_metric` (e.g. the PPO adapter).
 
+**Async members.** A member may be async (e.g. a [`RemoteRewardFunction`]): then `RewardEnsemble(...)` is an
+[`AsyncRewardEnsemble`], whose `__call__` is async, so GRPO / RLOO await it on their event loop (TRL's own test for
+async reward functions decides, `reward_calls.is_async_callable`). Its async members are awaited concurrently while
+its sync members run, one after the other, in a worker thread, so local scoring overlaps the network wait; the
+rewards, metrics and errors are those of the same ensemble with blocking members. With no async member, the ensemble
+is sync and calls its members one after the other.
+
 **Interaction with GRPO / RLOO.** The ensemble is one reward function for the trainer, which then scales the combined
 reward (`scale_rewards`, `normalize_advantages`): its overall scale is discarded, while the members' relative weights
 set here are kept. Call [`RewardEnsemble.check_trainer_args`] with the trainer's config to get the warnings of
@@ -40,11 +47,10 @@ set here are kept. Call [`RewardEnsemble.check_trainer_args`] with the trainer's
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +58,15 @@ import torch
 
 from .normalization import RunningZScore, batch_zscore, check_double_normalization
 from .normalization import group_zscore as _group_zscore
+from .reward_calls import (  # noqa: F401 (reward_function_name: imported from here by benchmarks)
+    call_members,
+    checked_rewards,
+    is_async_callable,
+    named_members,
+    outcome,
+    reward_function_name,
+    run_blocking,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +74,6 @@ AGGREGATIONS = ("mean", "weighted_mean", "min", "uncertainty", "median")
 NORMALIZATIONS = ("batch", "running", "group", "calibrated", "none")
 DEFAULT_UNCERTAINTY_LAMBDA = 0.5
 ON_MEMBER_ERROR = ("raise", "skip")
-
-
-def reward_function_name(func: Callable) -> str:
-    """A reward function's display name, as TRL computes it: `__name__`, else the class name."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    return getattr(func, "__name__", type(func).__name__)
 
 
 class RewardEnsembleMemberError(RuntimeError):
@@ -124,6 +132,12 @@ class RewardEnsemble:
     ```
     """
 
+    def __new__(cls, members=None, *args, **kwargs):
+        if cls is RewardEnsemble and isinstance(members, Mapping | Sequence) and not isinstance(members, str):
+            if any(map(is_async_callable, members.values() if isinstance(members, Mapping) else members)):
+                cls = AsyncRewardEnsemble  # an async member makes the ensemble async (TRL awaits it)
+        return super().__new__(cls)
+
     def __init__(
         self,
         members: Sequence[Callable] | Mapping[str, Callable],
@@ -138,7 +152,7 @@ class RewardEnsemble:
         calibration: Mapping[str, tuple[float, float]] | None = None,
         calibration_data: Mapping[str, Sequence] | None = None,
     ):
-        self.members = self._named_members(members)
+        self.members = named_members(members)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         if normalization not in NORMALIZATIONS:
@@ -183,38 +197,6 @@ class RewardEnsemble:
             )
         self.calibration = self._calibrate(calibration, calibration_data) if normalization == "calibrated" else {}
 
-    @staticmethod
-    def _named_members(members) -> dict[str, Callable]:
-        if isinstance(members, Mapping):
-            named = dict(members)
-        elif isinstance(members, Sequence) and not isinstance(members, str):
-            named = {}
-            for member in members:
-                name = reward_function_name(member)
-                if name in named:
-                    raise ValueError(
-                        f"two members are named {name!r}; give them distinct names (e.g. RewardModelFunction(..., "
-                        "name=...)) or pass a mapping {name: function}"
-                    )
-                named[name] = member
-        else:
-            raise TypeError(
-                f"members must be a sequence or a mapping of reward functions, got {type(members).__name__}"
-            )
-        if not named:
-            raise ValueError("a RewardEnsemble needs at least one member")
-        for name, member in named.items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"member names must be non-empty strings, got {name!r}")
-            if isinstance(member, torch.nn.Module):
-                raise TypeError(
-                    f"member {name!r} is a torch.nn.Module; wrap a reward model in RewardModelFunction(model, "
-                    "tokenizer) so that it brings its own tokenizer"
-                )
-            if not callable(member):
-                raise TypeError(f"member {name!r} is not callable ({type(member).__name__})")
-        return named
-
     def _calibrate(self, given, data) -> dict[str, tuple[float, float]]:
         """`{member: (mean, std)}`: given, else the member's stored statistics, else measured on `data`."""
         given = dict(given or {})
@@ -227,7 +209,7 @@ class RewardEnsemble:
             stats[name] = given.get(name) or (stored() if callable(stored) else None)
             if stats[name] is None and data is not None:
                 arguments = dict(data, completion_ids=data.get("completion_ids"))
-                column = np.asarray(self._call_member(name, member, len(data["prompts"]), arguments))
+                column = np.asarray(self._column(name, len(data["prompts"]), outcome(member, arguments)))
                 if np.isnan(column).all():
                     raise ValueError(f"member {name!r} scored none of the calibration_data rows")
                 stats[name] = (float(np.nanmean(column)), float(np.nanstd(column)))
@@ -258,61 +240,29 @@ class RewardEnsemble:
             raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
         return weights
 
-    def _call_member(self, name: str, member: Callable, n: int, arguments: dict[str, Any]) -> list[float]:
+    def _column(self, name: str, n: int, output: Any) -> list[float]:
+        """A member's output (or the exception it raised) as `n` floats, NaN = missing; else an error naming it."""
+        where = f"reward ensemble {self.__name__!r}: member {name!r}"
+        if isinstance(output, BaseException):
+            raise RewardEnsembleMemberError(f"{where} raised {type(output).__name__}: {output}") from output
         try:
-            output = member(**arguments)
-        except Exception as error:
-            raise RewardEnsembleMemberError(
-                f"reward ensemble {self.__name__!r}: member {name!r} raised {type(error).__name__}: {error}"
-            ) from error
-        try:
-            output = list(output)
-        except TypeError as error:
-            raise RewardEnsembleMemberError(
-                f"reward ensemble {self.__name__!r}: member {name!r} returned {type(output).__name__}, not a list"
-            ) from error
-        if len(output) != n:
-            raise RewardEnsembleMemberError(
-                f"reward ensemble {self.__name__!r}: member {name!r} returned {len(output)} rewards for "
-                f"{n} completions"
-            )
-        values = []
-        for i, value in enumerate(output):
-            if value is None:
-                values.append(math.nan)
-                continue
-            if isinstance(value, bool | str | bytes) or not isinstance(value, int | float | np.number):
-                # float("1.5") or float(True) would pass silently: a member returning them has a bug
-                raise RewardEnsembleMemberError(
-                    f"reward ensemble {self.__name__!r}: member {name!r} returned {value!r} at index {i}, not a number"
-                )
-            value = float(value)
-            if math.isinf(value):
-                raise RewardEnsembleMemberError(
-                    f"reward ensemble {self.__name__!r}: member {name!r} returned {value} at index {i}"
-                )
-            values.append(value)
-        return values
+            return checked_rewards(output, n)
+        except ValueError as error:
+            raise RewardEnsembleMemberError(f"{where} {error}") from error
 
-    def member_rewards(
-        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
-    ) -> tuple[torch.Tensor, list[str]]:
-        """
-        Calls every member; returns the raw rewards and the names of the members that failed (under `"skip"`).
-
-        Returns:
-            `tuple[torch.Tensor, list[str]]`: rewards of shape `(N, K)` in float64 (NaN = missing, a failed member's
-            column all NaN), and the failed members' names.
-        """
+    def _arguments(self, prompts, completions, completion_ids, kwargs) -> tuple[int, dict[str, Any]]:
         n = len(prompts)
         if len(completions) != n:
             raise ValueError(f"reward ensemble {self.__name__!r}: got {n} prompts but {len(completions)} completions")
-        arguments = dict(kwargs, prompts=prompts, completions=completions, completion_ids=completion_ids)
+        return n, dict(kwargs, prompts=prompts, completions=completions, completion_ids=completion_ids)
+
+    def _collect(self, n: int, outputs: Iterable[tuple[str, Any]]) -> tuple[torch.Tensor, list[str]]:
+        """The `(N, K)` raw table and the failed members, from `(name, output)` in member order (both call paths)."""
         raw = torch.full((n, len(self.members)), math.nan, dtype=torch.float64)
         failed = []
-        for k, (name, member) in enumerate(self.members.items()):
+        for k, (name, output) in enumerate(outputs):  # a generator: under "raise", later members are not called
             try:
-                raw[:, k] = torch.tensor(self._call_member(name, member, n, arguments), dtype=torch.float64)
+                raw[:, k] = torch.tensor(self._column(name, n, output), dtype=torch.float64)
             except RewardEnsembleMemberError as error:
                 if self.on_member_error == "raise":
                     raise
@@ -321,6 +271,27 @@ class RewardEnsemble:
         if len(failed) == len(self.members):
             raise RewardEnsembleMemberError(f"reward ensemble {self.__name__!r}: every member failed ({failed})")
         return raw, failed
+
+    def member_rewards(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
+    ) -> tuple[torch.Tensor, list[str]]:
+        """
+        Calls every member (one after the other; an [`AsyncRewardEnsemble`] awaits its async members concurrently,
+        see [`amember_rewards`]); returns the raw rewards and the names of the members that failed (under `"skip"`).
+
+        Returns:
+            `tuple[torch.Tensor, list[str]]`: rewards of shape `(N, K)` in float64 (NaN = missing, a failed member's
+            column all NaN), and the failed members' names.
+        """
+        n, arguments = self._arguments(prompts, completions, completion_ids, kwargs)
+        return self._collect(n, ((name, outcome(member, arguments)) for name, member in self.members.items()))
+
+    async def amember_rewards(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
+    ) -> tuple[torch.Tensor, list[str]]:
+        """[`member_rewards`] from async code: async members awaited concurrently, sync ones in a worker thread."""
+        n, arguments = self._arguments(prompts, completions, completion_ids, kwargs)
+        return self._collect(n, await call_members(self.members, arguments))
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         """
@@ -406,10 +377,8 @@ class RewardEnsemble:
             metrics[f"{self.__name__}/disagreement"] = float(np.nanstd(z[several], axis=1).mean())
         return metrics
 
-    def __call__(
-        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
-    ) -> list[float | None]:
-        raw, failed = self.member_rewards(prompts, completions, completion_ids, **kwargs)
+    def _combine(self, raw: torch.Tensor, failed: list[str], kwargs: dict[str, Any]) -> list[float | None]:
+        """Normalizes, aggregates and logs a call's raw table (the sync and async `__call__` share it)."""
         if self.normalizers:  # what a checkpoint saved inside this call's generation batch must hold (callbacks.py)
             step = getattr(kwargs.get("trainer_state"), "global_step", None)
             self.before_last_call = (step, {name: n.state_dict() for name, n in self.normalizers.items()})
@@ -421,6 +390,11 @@ class RewardEnsemble:
             for key, value in self.last_metrics.items():
                 log_metric(key, value)
         return rewards
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
+    ) -> list[float | None]:
+        return self._combine(*self.member_rewards(prompts, completions, completion_ids, **kwargs), kwargs)
 
     def check_trainer_args(self, args) -> list[str]:
         """
@@ -447,3 +421,21 @@ class RewardEnsemble:
             f"RewardEnsemble(name={self.__name__!r}, members={list(self.members)}, aggregation={self.aggregation!r}, "
             f"normalization={self.normalization!r})"
         )
+
+
+class AsyncRewardEnsemble(RewardEnsemble):
+    """
+    A [`RewardEnsemble`] with an async member (e.g. a [`RemoteRewardFunction`]): `RewardEnsemble(...)` returns one
+    when any member is async (TRL's test, [`~trl_rewards.rewards.reward_calls.is_async_callable`]). Its `__call__` is
+    async, so GRPO / RLOO await it on their event loop: the async members concurrently, the sync ones meanwhile in a
+    worker thread; normalization, aggregation, logging and `None` handling are the sync ensemble's own code. Sync call
+    sites: [`member_rewards`], or `run_blocking(ensemble(...))` (`rewards/reward_calls.py`, as the PPO adapter does).
+    """
+
+    async def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids=None, **kwargs
+    ) -> list[float | None]:
+        return self._combine(*(await self.amember_rewards(prompts, completions, completion_ids, **kwargs)), kwargs)
+
+    def member_rewards(self, prompts, completions, completion_ids=None, **kwargs) -> tuple[torch.Tensor, list[str]]:
+        return run_blocking(self.amember_rewards(prompts, completions, completion_ids, **kwargs))

@@ -228,8 +228,10 @@ class ProcessRewardFunction(ModelBackedReward):
             dtype for loading from a path.
         **scorer_kwargs:
             The other options of `ProcessRewardScorer` (`step_tag`, `good_token`, `bad_token`, `batch_size`,
-            `max_tokens_per_batch`, `max_length`; it rejects unknown ones). `text_separator` is rejected: completions
-            are split with `step_separator` here.
+            `max_tokens_per_batch`, `max_length`, `prefix_sharing`; it rejects unknown ones). `text_separator` is
+            rejected: completions are split with `step_separator` here. `prefix_sharing=True` scores the completions
+            of one prompt (GRPO's group) with their common prefix encoded once, in both modes (same probabilities;
+            decoder PRMs only).
 
     A conversational prompt is given to the PRM as the `content` of its messages joined with newlines. Each call logs
     `{name}/num_truncated` through `log_metric` when given, like [`RewardModelFunction`].

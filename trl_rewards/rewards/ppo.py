@@ -46,6 +46,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
+from .reward_calls import run_blocking
+
 _MAX_FRAMES = 16  # get_reward -> Module.__call__ -> _call_impl -> forward: a few frames, with room for wrappers
 
 
@@ -116,7 +118,8 @@ class RewardFunctionModule(nn.Module):
 
     Args:
         reward_function (`Callable`):
-            `fn(prompts, completions, completion_ids=None, **kwargs) -> list[float | None]`, called with text prompts
+            `fn(prompts, completions, completion_ids=None, **kwargs) -> list[float | None]` (an async one is awaited,
+            e.g. a `RemoteRewardFunction` or an ensemble holding one), called with text prompts
             and completions decoded with `tokenizer`, `completion_ids` (the policy's response ids, padding removed)
             and the registered `query_columns`, plus `log_metric`.
         tokenizer:
@@ -234,6 +237,8 @@ class RewardFunctionModule(nn.Module):
         output = self.reward_function(
             prompts=prompts, completions=completions, completion_ids=responses, log_metric=self._log_metric, **kwargs
         )
+        if inspect.isawaitable(output):  # an async reward function (a RemoteRewardFunction, an ensemble holding one)
+            output = run_blocking(output)
         output = list(output)
         if len(output) != len(prompts):
             raise ValueError(f"the reward function returned {len(output)} rewards for {len(prompts)} samples")

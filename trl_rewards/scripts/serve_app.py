@@ -13,7 +13,8 @@ Serve deployment, and the actor that keeps running normalization one stream acro
 
 `POST /classify` and `POST /pooling` answer vLLM's `ClassificationResponse` / `PoolingResponse` (texts in `input`,
 `use_activation` honoured: vLLM applies a sigmoid to a 1-label head unless it is `false`); `POST /get_reward` is
-OpenRLHF's; `GET /health` reports the function served, this replica's process id and its counters.
+OpenRLHF's; `GET /health` reports the function served, this replica's process id, torch thread count and niceness,
+and its counters.
 
 **Too long.** Each request is checked row by row before it joins a batch, with each model's own tokenization and
 `max_length` (a reward model's default: its position limit): a reward model truncates like in training, a PRM cuts
@@ -37,6 +38,7 @@ unused.)
 """
 
 import asyncio
+import inspect
 import math
 import os
 import time
@@ -214,7 +216,12 @@ class RewardService:
             return self._ensemble(prompts, completions)
         if self.prm:
             return self._prm(prompts, completions)
-        return {"rewards": _nan_to_none(self.reward(prompts=prompts, completions=completions))}
+        from ..rewards.reward_calls import run_blocking
+
+        output = self.reward(prompts=prompts, completions=completions)
+        if inspect.isawaitable(output):  # an async reward function (e.g. a RemoteRewardFunction relayed)
+            output = run_blocking(output)
+        return {"rewards": _nan_to_none(output)}
 
     def _prm(self, prompts: list, completions: list) -> dict[str, Any]:
         from ..inference.aggregation import aggregate_step_scores
@@ -299,8 +306,15 @@ def _activation(body: ClassifyRequest) -> bool:
 
 
 def build_app(spec: dict[str, Any], num_replicas: int = 1, num_gpus_per_replica: float = 0.0,
-              max_batch_size: int = 64, batch_wait_timeout_s: float = 0.01, too_long: str = "truncate"):  # fmt: skip
-    """The Ray Serve application (a bound deployment) serving `spec`'s reward function."""
+              max_batch_size: int = 64, batch_wait_timeout_s: float = 0.01, too_long: str = "truncate",
+              num_cpus_per_replica: float | None = None):  # fmt: skip
+    """
+    The Ray Serve application (a bound deployment) serving `spec`'s reward function.
+
+    `num_cpus_per_replica` is the CPUs Ray reserves for each replica and its torch thread count (at least 1). Left
+    unset, Ray reserves 1 CPU and a replica keeps the `OMP_NUM_THREADS` it inherits, which Ray sets to 1 when the
+    environment does not: a CPU replica then scores with one thread whatever the machine has.
+    """
     import ray
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
@@ -308,17 +322,26 @@ def build_app(spec: dict[str, Any], num_replicas: int = 1, num_gpus_per_replica:
 
     if too_long not in TOO_LONG:
         raise ValueError(f"too_long must be one of {TOO_LONG}, got {too_long!r}")
+    if num_cpus_per_replica is not None and not num_cpus_per_replica > 0:
+        raise ValueError(f"num_cpus_per_replica must be > 0, got {num_cpus_per_replica!r}")
+    actor_options = {"num_gpus": num_gpus_per_replica}
+    if num_cpus_per_replica is not None:
+        actor_options["num_cpus"] = num_cpus_per_replica
     app = FastAPI(title="trl_rewards reward server")
     statistics = ray.remote(num_cpus=0)(RunningStatistics).remote() if running_normalization(spec) else None
 
     @serve.deployment(
         num_replicas=num_replicas,
-        ray_actor_options={"num_gpus": num_gpus_per_replica},
+        ray_actor_options=actor_options,
         max_ongoing_requests=max(2 * max_batch_size, 8),  # Ray's default (5) would cap every merged batch at 5
     )
     @serve.ingress(app)
     class RewardServer:
         def __init__(self, spec: dict[str, Any], statistics):
+            import torch
+
+            if num_cpus_per_replica is not None:
+                torch.set_num_threads(max(1, math.floor(num_cpus_per_replica)))
             shared = None
             if statistics is not None:
 
@@ -414,7 +437,10 @@ def build_app(spec: dict[str, Any], num_replicas: int = 1, num_gpus_per_replica:
         async def health(self) -> dict:
             service = self.service
             kind = "ensemble" if service.ensemble else "prm" if service.prm else "model"
+            import torch
+
             return {"reward_function": service.name, "kind": kind, "rows_independent": service.rows_independent,
-                    "pid": os.getpid(), **self.stats}  # fmt: skip
+                    "pid": os.getpid(), "torch_threads": torch.get_num_threads(), "niceness": os.nice(0),
+                    **self.stats}  # fmt: skip
 
     return RewardServer.bind(spec, statistics)

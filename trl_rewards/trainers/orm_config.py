@@ -28,6 +28,16 @@ class OutcomeRewardConfig(TrainingFields, CalibrationField, RewardConfig):
             `"truncate"` keeps the leading special tokens and the end, `"drop"` removes the row, `"error"` stops.
         calibration_bins (`int`, *optional*, defaults to `10`):
             Number of confidence bins of the logged expected calibration error of P(correct) = σ(score).
+        prefix_sharing (`bool`, *optional*, defaults to `False`):
+            Encode the prompt shared by several completions once: the rows of one prompt (equal `prompt` text) are
+            packed, at most `completions_per_row` at a time, as `prefix + completion_1 + ... + completion_k` in one
+            row with a block attention mask and position ids that continue the prefix in every completion
+            (`data.prefix_sharing`); each score is read at its completion's last token. Exact for causal (decoder)
+            models with `"sdpa"` or `"eager"` attention (an encoder is rejected), with `supervision="final_token"`
+            on a map-style dataset. `per_device_train_batch_size` then counts packed rows.
+        completions_per_row (`int`, *optional*, defaults to `8`):
+            With `prefix_sharing`, most completions packed in one row (the attention of a packed row is dense, so
+            very long rows cost more than their token count).
     """
 
     supervision: str = field(
@@ -39,6 +49,18 @@ class OutcomeRewardConfig(TrainingFields, CalibrationField, RewardConfig):
         },
     )
 
+    prefix_sharing: bool = field(
+        default=False,
+        metadata={
+            "help": "Encode the prompt shared by several completions once: pack prompt + completion_1 + ... + "
+            "completion_k in one row with a block attention mask (exact; decoders with sdpa/eager attention only)."
+        },
+    )
+    completions_per_row: int = field(
+        default=8,
+        metadata={"help": "With prefix_sharing: most completions of one prompt packed in one row."},
+    )
+
     def __post_init__(self):
         resolve_host_defaults(self)
         self.check_training_fields()
@@ -48,6 +70,22 @@ class OutcomeRewardConfig(TrainingFields, CalibrationField, RewardConfig):
             raise ValueError(
                 "center_rewards_coefficient is not used by OutcomeRewardTrainer: the BCE loss already fixes the "
                 "score's offset (σ(score) is P(correct)); leave it unset"
+            )
+        if not isinstance(self.prefix_sharing, bool):
+            raise ValueError(f"prefix_sharing must be True or False, got {self.prefix_sharing!r}")
+        if isinstance(self.completions_per_row, bool) or not isinstance(self.completions_per_row, int):
+            raise ValueError(f"completions_per_row must be an integer >= 1, got {self.completions_per_row!r}")
+        if self.completions_per_row < 1:
+            raise ValueError(f"completions_per_row must be an integer >= 1, got {self.completions_per_row!r}")
+        if self.prefix_sharing and self.supervision != "final_token":
+            raise ValueError(
+                "prefix_sharing=True supports supervision='final_token' only (the score read at each completion's "
+                f"last token), got supervision={self.supervision!r}"
+            )
+        if self.prefix_sharing and self.too_long == "drop":
+            raise ValueError(
+                "prefix_sharing=True groups rows by prompt after tokenization and needs every row kept: use "
+                "too_long='truncate' or 'error', not 'drop'"
             )
         if self.chat_template_path is not None:
             raise ValueError("chat_template_path is not used by OutcomeRewardTrainer: outcome rows are plain text")
