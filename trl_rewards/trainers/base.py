@@ -81,6 +81,16 @@ def clamp_max_length(args, model, processing_class) -> None:
         args.max_length = limit
 
 
+def require_decoder_for_prefix_sharing(model, between: str) -> None:
+    """`prefix_sharing=True` needs a causal reward model (`model`: a model or its name); `between`: what shares it."""
+    if not is_decoder_model(AutoConfig.from_pretrained(model) if isinstance(model, str) else model):
+        raise ValueError(
+            "prefix_sharing=True needs a causal (decoder) reward model: in a bidirectional encoder every prompt token "
+            f"attends to the completion after it, so the prompt's encoding differs between {between} and cannot be "
+            "computed once; set prefix_sharing=False for this model"
+        )
+
+
 def sequence_peft_config(peft_config):
     """A copy of `peft_config` with `task_type="SEQ_CLS"` (set when unset), so the score head is trained and saved
     with the adapter; another task type is refused."""

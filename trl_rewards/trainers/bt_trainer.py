@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from accelerate.utils import is_peft_model
 from datasets import IterableDataset
-from transformers import AutoConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 
@@ -40,8 +39,8 @@ from ..data.prefix_sharing import PrefixSharingCollator, check_packing_support, 
 from ..evaluation import metrics
 from ..evaluation.preference_labels import labelled_accuracy, labelled_calibration_error, oriented_pairs
 from ..losses import bradley_terry_loss, reward_centering_loss, smoothed_target
-from ..modeling import is_decoder_model, save_reward_stats
-from .base import RewardTrainerMixin, check_config, clamp_max_length
+from ..modeling import save_reward_stats
+from .base import RewardTrainerMixin, check_config, clamp_max_length, require_decoder_for_prefix_sharing
 from .bt_config import BradleyTerryConfig
 
 logger = logging.getLogger(__name__)
@@ -67,14 +66,8 @@ class BradleyTerryTrainer(RewardTrainerMixin, RewardTrainer):
     def __init__(self, model, args: BradleyTerryConfig | None = None, *pos, **kwargs):
         args = check_config(args, BradleyTerryConfig, "bradley-terry-reward-model")
         clamp_max_length(args, model, kwargs.get("processing_class"))
-        if args.prefix_sharing and not is_decoder_model(
-            AutoConfig.from_pretrained(model) if isinstance(model, str) else model
-        ):
-            raise ValueError(
-                "prefix_sharing=True needs a causal (decoder) reward model: in a bidirectional encoder every prompt "
-                "token attends to the completion after it, so the prompt's encoding differs between chosen and "
-                "rejected and cannot be computed once; set prefix_sharing=False for this model"
-            )
+        if args.prefix_sharing:
+            require_decoder_for_prefix_sharing(model, "chosen and rejected")
         self.length_reports = {}
         self._warned_all_ties = False
         super().__init__(model, args, *pos, **kwargs)

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
-from transformers import AutoConfig
 from trl import RewardTrainer
 
 from ..data.collators import OutcomeCollator
@@ -39,7 +38,13 @@ from ..data.streaming import column_names
 from ..evaluation.verifier_metrics import outcome_metrics
 from ..losses import outcome_loss, token_outcome_loss
 from ..modeling import is_decoder_model
-from .base import RewardTrainerMixin, check_config, clamp_max_length, sequence_peft_config
+from .base import (
+    RewardTrainerMixin,
+    check_config,
+    clamp_max_length,
+    require_decoder_for_prefix_sharing,
+    sequence_peft_config,
+)
 from .orm_config import OutcomeRewardConfig
 
 
@@ -110,14 +115,8 @@ class OutcomeRewardTrainer(RewardTrainerMixin, RewardTrainer):
         args = check_config(args, OutcomeRewardConfig, "outcome-reward-model")
         clamp_max_length(args, model, kwargs.get("processing_class"))
         peft_config = sequence_peft_config(peft_config)
-        if args.prefix_sharing and not is_decoder_model(
-            AutoConfig.from_pretrained(model) if isinstance(model, str) else model
-        ):
-            raise ValueError(
-                "prefix_sharing=True needs a causal (decoder) reward model: in a bidirectional encoder every prompt "
-                "token attends to the completion after it, so the prompt's encoding differs between completions and "
-                "cannot be computed once; set prefix_sharing=False for this model"
-            )
+        if args.prefix_sharing:
+            require_decoder_for_prefix_sharing(model, "completions")
         self.length_reports = {}
         super().__init__(model, args, *pos, peft_config=peft_config, **kwargs)
         self._setup_reward_model(OutcomeCollator)
