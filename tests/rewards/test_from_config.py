@@ -72,3 +72,52 @@ def test_trl_grpo_command_line_trains_with_our_ensemble(tmp_path, reward_dir):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ensemble/disagreement" in result.stdout + result.stderr
     assert (out / "model.safetensors").exists()
+
+
+def test_every_reward_kind_builds_from_yaml(tmp_path, reward_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from trl_rewards.rewards.attribute_rewards import AttributeRewardFunction
+    from trl_rewards.rewards.ensemble import AsyncRewardEnsemble
+    from trl_rewards.rewards.implicit_rewards import ImplicitRewardFunction, JudgeRewardFunction
+    from trl_rewards.rewards.remote_rewards import RemoteRewardFunction
+    from trl_rewards.trainers.attr_trainer import set_attribute_head
+
+    tokenizer = tiny_llama_tokenizer()
+    policy = save_tiny(AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer)), tokenizer, tmp_path / "lm")
+    attributes = AutoModelForSequenceClassification.from_config(tiny_llama_config(tokenizer, num_labels=2))
+    set_attribute_head(attributes.config, ["quality", "safety"])
+    attributes = save_tiny(attributes, tokenizer, tmp_path / "attr")
+    config = {
+        "members": [
+            {"attributes": attributes, "weights": {"quality": 1.0}, "name": "attr", "device": "cpu"},
+            {"implicit": policy, "ref_model": policy, "beta": 0.5, "name": "dpo"},
+            {"judge": policy, "name": "judge"},
+            {"remote": "http://127.0.0.1:1/v1,http://127.0.0.1:2/v1", "on_error": "none", "name": "served"},
+        ],
+        "normalization": "batch",
+    }
+    reward = build_reward(config)
+    assert isinstance(reward, AsyncRewardEnsemble)  # the remote member is async, so the ensemble is too
+    members = reward.members
+    assert isinstance(members["attr"], AttributeRewardFunction) and isinstance(members["dpo"], ImplicitRewardFunction)
+    assert isinstance(members["judge"], JudgeRewardFunction) and isinstance(members["served"], RemoteRewardFunction)
+    assert members["served"].urls == ["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"]
+    prompts, completions = ["Q: 1+1?"] * 2, ["2", "3"]
+    assert members["dpo"](prompts, completions) == [0.0, 0.0]  # the policy is its own reference: no implicit reward
+    assert members["attr"](prompts, completions) == pytest.approx(
+        AttributeRewardFunction(attributes, weights={"quality": 1.0}, device="cpu")(prompts, completions)
+    )
+
+
+@pytest.mark.parametrize(
+    "member, error, message",
+    [
+        ({"remote": "http://h:8000", "max_length": 3}, TypeError, r"\[0\]: remote member \(RemoteRewardFunction\)"),
+        ({"answer_correctness": "yes"}, ValueError, r"members\[0\]: 'answer_correctness' takes a mapping"),
+        ({"judge": "m", "prm": "p"}, ValueError, r"members\[0\]: name exactly one of \['model', 'prm', 'attributes'"),
+    ],
+)  # fmt: skip
+def test_a_bad_member_is_named(member, error, message):
+    with pytest.raises(error, match=message):
+        build_reward({"members": [member]})

@@ -17,6 +17,19 @@ aggregation: mean             # every other key is a RewardEnsemble argument
 normalization: group
 num_generations: 8
 ```
+
+Every kind of member, its first argument, and the class the other keys go to as options:
+
+| key | value | reward function |
+|---|---|---|
+| `model` | reward model (BT / outcome) path or Hub id | `RewardModelFunction` |
+| `prm` | process reward model | `ProcessRewardFunction` |
+| `attributes` | multi-attribute reward model | `AttributeRewardFunction` (`weights:` or `gating:`) |
+| `pairwise` | pair preference model | `PairwiseRewardFunction` (`reference:` required) |
+| `implicit` | DPO policy | `ImplicitRewardFunction` (`ref_model:`, `beta:`) |
+| `judge` | instruct model, or the served model's name with `endpoint:` | `JudgeRewardFunction` |
+| `remote` | server URL(s), comma-separated | `RemoteRewardFunction` (async; the ensemble then is too) |
+| `answer_correctness` | a mapping of options (or `{}`) | `AnswerCorrectnessReward` |
 """
 
 from __future__ import annotations
@@ -25,24 +38,41 @@ import os
 from typing import Any
 
 ENV_VARIABLE = "TRL_REWARDS_REWARD_CONFIG"
-_KINDS = ("model", "prm", "answer_correctness")
+# kind -> (module of this package, class): the YAML key names the kind and holds the class's first argument.
+_KINDS = {
+    "model": ("model_rewards", "RewardModelFunction"),
+    "prm": ("model_rewards", "ProcessRewardFunction"),
+    "attributes": ("attribute_rewards", "AttributeRewardFunction"),
+    "pairwise": ("pairwise_rewards", "PairwiseRewardFunction"),
+    "implicit": ("implicit_rewards", "ImplicitRewardFunction"),
+    "judge": ("implicit_rewards", "JudgeRewardFunction"),
+    "remote": ("remote_rewards", "RemoteRewardFunction"),
+    "answer_correctness": ("rule_rewards", "AnswerCorrectnessReward"),
+}
 
 
 def _member(spec: Any, where: str):
-    from .model_rewards import ProcessRewardFunction, RewardModelFunction
-    from .rule_rewards import AnswerCorrectnessReward
+    import importlib
 
     if not isinstance(spec, dict):
         raise ValueError(f"{where}: a member is a mapping with one of {list(_KINDS)}, got {spec!r}")
     kinds = [kind for kind in _KINDS if kind in spec]
     if len(kinds) != 1:
         raise ValueError(f"{where}: name exactly one of {list(_KINDS)}, got keys {sorted(spec)}")
-    options = {k: v for k, v in spec.items() if k != kinds[0]}
-    if kinds[0] == "model":
-        return RewardModelFunction(spec["model"], **options)
-    if kinds[0] == "prm":
-        return ProcessRewardFunction(spec["prm"], **options)
-    return AnswerCorrectnessReward(**{**(spec["answer_correctness"] or {}), **options})
+    kind = kinds[0]
+    options = {k: v for k, v in spec.items() if k != kind}
+    module, name = _KINDS[kind]
+    cls = getattr(importlib.import_module(f".{module}", __package__), name)
+    try:
+        if kind == "answer_correctness":  # its value is a mapping of options, not a first argument
+            if not isinstance(spec[kind] or {}, dict):
+                raise ValueError(
+                    f"{where}: 'answer_correctness' takes a mapping of options (or {{}}), got {spec[kind]!r}"
+                )
+            return cls(**{**(spec[kind] or {}), **options})
+        return cls(spec[kind], **options)
+    except TypeError as error:  # an option the class does not take: say which member and which class
+        raise TypeError(f"{where}: {kind} member ({name}): {error}") from error
 
 
 def build_reward(config: str | os.PathLike | dict):
