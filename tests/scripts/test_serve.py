@@ -5,6 +5,7 @@ dropped as the model's policy says and reported; shards keep their order and con
 step runs with a remote reward function and an async ensemble holding a remote member beside a local one; a replica
 runs `num_cpus_per_replica` torch threads; malformed requests get a 4xx naming the field."""
 
+import asyncio
 import math
 import socket
 import threading
@@ -83,6 +84,37 @@ def test_prm_step_values_equal_in_process_ones(served):
         assert [score for _, score in steps[i]] == pytest.approx(expected, abs=1e-5)
     assert [end for end, _ in steps[0]] == [len("first step"), len("first step\nsecond")]
     assert [end for end, _ in steps[3]] == [1, 3, 5]
+    dense = RemoteRewardFunction(urls["prm"], step_rewards=True)  # a step reward function, for ProcessGRPOTrainer
+    assert dense.returns_step_rewards and asyncio.run(dense(PROMPTS, STEPPED)) == steps
+    assert dense.blocking()(PROMPTS, STEPPED) == steps
+    with pytest.raises(ValueError, match="only protocol='trl-rewards' returns"):
+        RemoteRewardFunction(urls["prm"], protocol="openrlhf", step_rewards=True)
+
+
+def test_process_grpo_step_with_a_served_prm(served, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from trl_rewards.testing import tiny_llama_config, tiny_llama_tokenizer
+    from trl_rewards.trainers.process_grpo_config import ProcessGRPOConfig
+    from trl_rewards.trainers.process_grpo_trainer import ProcessGRPOTrainer
+
+    urls, local = served
+    tokenizer = tiny_llama_tokenizer()
+    torch.manual_seed(0)
+    policy = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer))
+    args = ProcessGRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_completion_length=6,
+        max_steps=1, logging_steps=1, report_to=[], use_cpu=True, bf16=False, activation_checkpointing=False,
+        save_strategy="no", seed=0, dataloader_pin_memory=False, beta=0.0,
+    )  # fmt: skip
+    dataset = Dataset.from_dict({"prompt": [f"What is {i} + {i}? " for i in range(4)]})
+    served_prm = RemoteRewardFunction(urls["prm"], step_rewards=True, name="served_prm")
+    trainer = ProcessGRPOTrainer(policy, local["rm"], args, dataset, processing_class=tokenizer,
+                                 step_reward_funcs=served_prm)  # fmt: skip
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 1 and 0.0 <= logs[0]["steps/served_prm/mean_step_reward"] <= 1.0
 
 
 def test_ensemble_member_values_equal_in_process_ones(served):

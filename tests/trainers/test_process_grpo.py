@@ -281,3 +281,30 @@ def test_learnability_step_credit_reaches_its_token(tmp_path, monkeypatch, varia
         assert share >= 0.95, share
     else:
         assert share < 0.5, share
+
+
+class AsyncTripleSteps(TripleSteps):
+    """`TripleSteps` as an async function (e.g. a served PRM: `RemoteRewardFunction(url, step_rewards=True)`)."""
+
+    __name__ = "triples"
+
+    async def __call__(self, prompts, completions, completion_ids=None, **kwargs):
+        return TripleSteps.__call__(self, prompts, completions, completion_ids, **kwargs)
+
+
+def test_an_async_step_reward_function_is_awaited_like_a_sync_one(setup, tmp_path):
+    policy, tokenizer, dataset = setup
+    state = {k: v.clone() for k, v in policy.state_dict().items()}
+    batches = []
+    for steps in (TripleSteps(), AsyncTripleSteps()):
+        policy.load_state_dict(state)
+        args = ProcessGRPOConfig(str(tmp_path / type(steps).__name__), **dict(COMMON, max_steps=1))
+        trainer = ProcessGRPOTrainer(
+            policy, vowel_count, args, dataset, processing_class=tokenizer, step_reward_funcs=steps
+        )
+        batches.append(_record_batches(trainer))
+        trainer.train()
+        assert steps.calls == 1
+    (sync,), (awaited,) = batches
+    assert torch.equal(sync["completion_ids"], awaited["completion_ids"])
+    torch.testing.assert_close(awaited["advantages"], sync["advantages"], atol=0, rtol=0)

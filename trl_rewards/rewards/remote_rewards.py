@@ -92,6 +92,10 @@ class RemoteRewardFunction:
         shard (`bool`, *optional*, defaults to `True`): split a call across the URLs; `False` sends it whole to one.
         max_connections (`int`, *optional*, defaults to `64`): open connections per event loop.
         name (`str`, *optional*, defaults to `"remote_reward"`): `__name__`.
+        step_rewards (`bool`, *optional*, defaults to `False`): for a served PRM: the call returns each completion's
+            `[(char_end, P(step correct)), ...]` (or `None`), the step reward contract of
+            [`~trl_rewards.rewards.step_rewards`], so that it can be a `step_reward_funcs` entry of
+            `ProcessGRPOTrainer`, as `ProcessRewardFunction(step_rewards=True)` is in process.
 
     After a `"trl-rewards"` call, `last_details` holds the server's extras concatenated over the shards: `members`
     (an ensemble's per-member raw and normalized values) and `too_long` (rows truncated or dropped).
@@ -117,12 +121,17 @@ class RemoteRewardFunction:
         shard: bool = True,
         max_connections: int = 64,
         name: str = "remote_reward",
+        step_rewards: bool = False,
     ):
         urls = [u.strip() for u in urls.split(",")] if isinstance(urls, str) else [str(u).strip() for u in urls]
         self.urls = [u.rstrip("/") for u in urls if u]
         if not self.urls:
             raise ValueError("urls is empty: give at least one server URL")
         self.protocol = resolve_protocol(protocol)
+        if step_rewards and self.protocol != "trl-rewards":
+            raise ValueError("step_rewards=True reads a served PRM's steps, which only protocol='trl-rewards' returns")
+        # like ProcessRewardFunction(step_rewards=True): the call returns each completion's [(char_end, score), ...]
+        self.returns_step_rewards = bool(step_rewards)
         if self.protocol.startswith("vllm") and not model:
             raise ValueError(f"protocol={self.protocol!r} needs model= (the name vLLM serves)")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -284,8 +293,11 @@ class RemoteRewardFunction:
                 log_metric(f"{self.__name__}/num_truncated", float(len(self.last_details["too_long"]["truncated"])))
         return {"rewards": rewards, "steps": step_rows}
 
-    async def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list[float | None]:
-        return (await self._score(prompts, completions, log_metric=kwargs.get("log_metric")))["rewards"]
+    async def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list:
+        """The rewards; with `step_rewards=True`, each completion's `[(char_end, score), ...]` (or `None`)."""
+        steps = self.returns_step_rewards
+        result = await self._score(prompts, completions, steps=steps, log_metric=kwargs.get("log_metric"))
+        return result["steps" if steps else "rewards"]
 
     async def astep_rewards(self, prompts, completions, completion_ids=None, **kwargs):
         """
@@ -325,7 +337,9 @@ class RemoteRewardFunction:
 class BlockingRemoteRewardFunction(RemoteRewardFunction):
     """[`RemoteRewardFunction`] with a sync `__call__`, for sync call sites (evaluation, a sync ensemble)."""
 
-    def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list[float | None]:
+    def __call__(self, prompts, completions, completion_ids=None, **kwargs) -> list:
+        if self.returns_step_rewards:
+            return self.step_rewards(prompts, completions, completion_ids, **kwargs)
         return self.score(prompts, completions, completion_ids, **kwargs)
 
 

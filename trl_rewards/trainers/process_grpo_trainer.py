@@ -19,6 +19,9 @@ rewards from every process (a group may be split across processes), normalizes t
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +30,7 @@ from accelerate.utils import gather_object
 from torch import nn
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
+from trl.trainer.utils import is_async_callable, shutdown_event_loop_in_daemon, start_event_loop_in_daemon
 
 from ..step_advantages import (
     check_step_rewards,
@@ -49,6 +53,10 @@ def _completion_text(completion: Any) -> str:
 
 def _callable_name(func: Callable) -> str:
     return getattr(func, "__name__", None) or type(func).__name__
+
+
+async def _awaited(awaitable):
+    return await awaitable
 
 
 class ProcessGRPOTrainer(GRPOTrainer):
@@ -131,6 +139,11 @@ class ProcessGRPOTrainer(GRPOTrainer):
         self.process_advantage_weight = float(getattr(self.args, "process_advantage_weight", 1.0))
         self.bad_step_threshold = float(getattr(self.args, "bad_step_threshold", 0.5))
         self._pending_steps = None
+        if any(is_async_callable(func) for func in steps) and getattr(self, "async_loop", None) is None:
+            # an async step reward function (a served PRM): awaited on a daemon loop, as GRPO does its reward_funcs
+            self.async_loop_thread, self.async_loop, ready = start_event_loop_in_daemon(name="StepRewardLoop")
+            ready.wait()
+            atexit.register(shutdown_event_loop_in_daemon, self.async_loop_thread, self.async_loop)
 
     def _step_rewards(self, inputs, prompts, completions, completion_ids_list) -> list[tuple[list, list]]:
         """Per step reward function: `(step end tokens, step rewards)` of each of this process's completions."""
@@ -152,6 +165,8 @@ class ProcessGRPOTrainer(GRPOTrainer):
         for func, name in zip(self.step_reward_funcs, self.step_reward_func_names, strict=True):
             with profiling_context(self, name):
                 output = func(prompts=prompts, completions=completions, completion_ids=completion_ids_list, **kwargs)
+                if inspect.isawaitable(output):
+                    output = asyncio.run_coroutine_threadsafe(_awaited(output), self.async_loop).result()
             checked = check_step_rewards(output, texts, name)
             tokens = [
                 step_end_tokens([end for end, _ in row], ends) for row, ends in zip(checked, token_ends, strict=True)
