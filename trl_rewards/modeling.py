@@ -341,7 +341,7 @@ def read_process_format(path: str) -> dict[str, Any] | None:
         return None
     try:
         return getattr(AutoConfig.from_pretrained(path), FORMAT_ATTRIBUTE, None)
-    except OSError:
+    except (OSError, ValueError):  # no config.json here (a GGUF-only folder, a Hub id that is not reachable)
         return None
 
 
