@@ -7,7 +7,8 @@ Stages (each prints its progress; everything lands in `output_dir`):
    error kinds (a miscopied number, a changed carried result, an operator that contradicts the sentence: detectable by
    matching; a wrong result: needs arithmetic) are reported separately;
 2. bt: a Bradley-Terry reward model on the PyPI-shipped MiniLM encoder (or `--reward_base`), bottom layers frozen;
-3. prm: a process reward model (token classifier read at the end of each step) on the same encoder (or `--prm_base`);
+3. prm: a process reward model (token classifier read at the end of each step) that starts from the BT model's body
+   with a new head (`--prm_init bt`; `--prm_init base` starts from the encoder or `--prm_base`);
 4. eval: every held-out figure beside the baseline it must beat: BT pairwise accuracy (interval, per error kind)
    beside "prefer the shorter" (ties 0.5), calibration, plots, `eval_bt/report.md`; PRM bad-step F1 beside the
    majority class and "all bad", step AUROC beside chance and the step position alone, best-of-2 beside a random
