@@ -179,7 +179,21 @@ def run_scoring(args) -> dict:
     # the chunks the scorer runs: each chunk's shared prefix once, then every completion's remaining tokens
     chunks = [_chunk(sequences, m) for g in group_indices(keys) for m in split_group(lengths, g, args.group, None)]
     packed_tokens = sum(len(c.prefix) + sum(lengths[i] - len(c.prefix) for i in c.members) for c in chunks)
-    result = {"completions": len(sequences), "tokens": sum(map(len, sequences)), "packed_tokens": packed_tokens}
+    # positions each arm computes, padding included: the plain scorer's batches take completions of similar length
+    # across questions (length-sorted), a shared-prefix chunk pads its own completions to the longest of them
+    ordered = sorted(lengths, reverse=True)
+    plain_padded = sum(
+        len(b) * max(b) for b in (ordered[i : i + args.group] for i in range(0, len(ordered), args.group))
+    )
+    shared_padded = sum(
+        len(c.prefix) + len(c.members) * max(lengths[i] - len(c.prefix) for i in c.members) for c in chunks
+    )
+    result = {
+        "completions": len(sequences),
+        "tokens": sum(map(len, sequences)),
+        "packed_tokens": packed_tokens,
+        "padded_positions": {"plain": plain_padded, "shared": shared_padded},
+    }
     scores = {}
     for name, scorer in (("plain", plain), ("shared", shared)):
         scorer.score(warm_prompts, warm_completions)  # untimed
@@ -284,12 +298,13 @@ def main():
             f"{r['tokens']} tokens alone vs {r['packed_tokens']} with the prompt once (share saved "
             f"{1 - r['packed_tokens'] / r['tokens']:.3f}); max |score difference| {r['max_abs_diff']:.2e}\n"
         )
-        print("| arm | seconds | completions/s | load avg (start, end) |\n|---|---|---|---|")
+        print("| arm | seconds | completions/s | positions computed (padding included) | load avg (start, end) |")
+        print("|---|---|---|---|---|")
         for name in ("plain", "shared"):
             x = r[name]
             print(
                 f"| RewardScorer{', prefix_sharing' if name == 'shared' else ''} | {x['seconds']:.1f} | "
-                f"{x['per_s']:.2f} | {x['load'][0]:.1f}, {x['load'][1]:.1f} |"
+                f"{x['per_s']:.2f} | {r['padded_positions'][name]} | {x['load'][0]:.1f}, {x['load'][1]:.1f} |"
             )
         print(f"\nprefix sharing / plain: completions/s {r['shared']['per_s'] / r['plain']['per_s']:.2f}x")
 
