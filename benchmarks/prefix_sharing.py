@@ -162,7 +162,7 @@ def run_scoring(args) -> dict:
     import torch
 
     from trl_rewards.inference.sequence_scoring import RewardScorer
-    from trl_rewards.inference.shared_prefix_scoring import _chunk, group_indices, split_group
+    from trl_rewards.inference.shared_prefix_scoring import _chunk, group_indices, split_group, tail_batches
     from trl_rewards.modeling import load_reward_model
 
     torch.set_num_threads(args.threads)
@@ -180,14 +180,16 @@ def run_scoring(args) -> dict:
     chunks = [_chunk(sequences, m) for g in group_indices(keys) for m in split_group(lengths, g, args.group, None)]
     packed_tokens = sum(len(c.prefix) + sum(lengths[i] - len(c.prefix) for i in c.members) for c in chunks)
     # positions each arm computes, padding included: the plain scorer's batches take completions of similar length
-    # across questions (length-sorted), a shared-prefix chunk pads its own completions to the longest of them
+    # across questions (length-sorted); a shared-prefix chunk runs its prefix once, then its completions' remaining
+    # tokens in batches of similar length (`tail_batches`), each padded to its longest
     ordered = sorted(lengths, reverse=True)
     plain_padded = sum(
         len(b) * max(b) for b in (ordered[i : i + args.group] for i in range(0, len(ordered), args.group))
     )
-    shared_padded = sum(
-        len(c.prefix) + len(c.members) * max(lengths[i] - len(c.prefix) for i in c.members) for c in chunks
-    )
+    shared_padded = 0
+    for c in chunks:
+        tails = [lengths[i] - len(c.prefix) for i in c.members]
+        shared_padded += len(c.prefix) + sum(len(b) * max(tails[r] for r in b) for b in tail_batches(tails))
     result = {
         "completions": len(sequences),
         "tokens": sum(map(len, sequences)),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AddedToken, AutoModelForTokenClassification, LlamaForCausalLM
 
-from trl_rewards.inference.shared_prefix_scoring import shared_prefix_outputs
+from trl_rewards.inference.shared_prefix_scoring import shared_prefix_outputs, tail_batches
 from trl_rewards.inference.step_scoring import ProcessRewardScorer
 from trl_rewards.rewards.model_rewards import ProcessRewardFunction
 from trl_rewards.testing import (
@@ -118,9 +118,16 @@ def test_the_prompt_runs_once_per_group():
     rows = [scorer.encode(p, s).input_ids for p, s in zip(prompts, solutions, strict=True)]
     p = 1 + len(LONG)  # `<s>` + one token per character; the solutions differ from their first character
     assert all(row[:p] == rows[0][:p] for row in rows) and len({row[p] for row in rows}) > 1
-    tail = max(len(row) for row in rows) - p
-    assert seen == [torch.Size([1, p]), torch.Size([4, tail])]
-    assert p + 4 * tail < 0.4 * sum(len(row) for row in rows)
+    tails = [len(row) - p for row in rows]  # completions of similar length share a tail pass, with the same cache
+    batches = tail_batches(tails)
+    assert seen == [torch.Size([1, p])] + [torch.Size([len(b), max(tails[r] for r in b)]) for b in batches]
+    assert p + sum(len(b) * max(tails[r] for r in b) for b in batches) < 0.4 * sum(len(row) for row in rows)
+
+
+def test_tail_batches_keep_lengths_alike():
+    # longest first; a row shorter than 2/3 of its batch's longest starts a new batch: 6 < 6.67, 4 >= 4, 3 < 4
+    assert tail_batches([10, 4, 9, 6, 3]) == [[0, 2], [3, 1], [4]]
+    assert tail_batches([5, 5, 5]) == [[0, 1, 2]] and tail_batches([]) == []
 
 
 def test_outputs_core_checks_its_inputs():

@@ -20,6 +20,7 @@ every wrapper (DeepSpeed ZeRO-3, gradient checkpointing), a single forward pass 
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,24 @@ def _new_cache(model) -> DynamicCache:
     return DynamicCache(config=config.get_text_config(decoder=True))
 
 
+def tail_batches(lengths: Sequence[int], ratio: float = 2 / 3) -> list[list[int]]:
+    """
+    The rows of a tail pass (indices into `lengths`, their token counts after the prefix), longest first, cut where a
+    row is shorter than `ratio` times its batch's longest: a group that mixes full and cut completions is then not
+    padded to its longest one (the plain scorer pads only to completions of similar length); each batch reuses the
+    same prefix cache.
+    """
+    order = sorted(range(len(lengths)), key=lambda r: -lengths[r])
+    batches: list[list[int]] = []
+    for r in order:
+        if batches and lengths[r] >= ratio * lengths[batches[-1][0]]:
+            batches[-1].append(r)
+        else:
+            batches.append([r])
+    return batches
+
+
+@torch.no_grad()  # outputs are detached anyway; and the prefix cache is copied per tail batch
 def _run_chunks(
     model,
     token_outputs: TokenOutputs,
@@ -97,16 +116,13 @@ def _run_chunks(
     device,
     out: list,
 ) -> None:
-    """One prefix pass over the chunks' prefixes (right-padded), then one pass over every completion's remaining
-    tokens with the prefix cache; writes each sequence's outputs at its `positions` into `out`."""
+    """One prefix pass over the chunks' prefixes (right-padded), then passes over the completions' remaining tokens
+    with the prefix cache, completions of similar length together ([`tail_batches`]); writes each sequence's outputs
+    at its `positions` into `out`."""
     n_prefix = [len(c.prefix) for c in chunks]
     rows = [(c_index, i) for c_index, c in enumerate(chunks) for i in c.members]
     tails = [sequences[i][n_prefix[c] :] for c, i in rows]
-    tail_ids = pad_right(tails, pad_token_id).to(device)
-    tail_mask = pad_right([[1] * len(t) for t in tails], 0).to(device)
-    offsets = torch.tensor([n_prefix[c] for c, _ in rows], device=device).unsqueeze(1)
-    kwargs = {"position_ids": offsets + torch.arange(tail_ids.shape[1], device=device), "use_cache": False}
-    prefix_values = None
+    prefix_values = cache = prefix_mask = None
     if min(n_prefix) > 0:  # a micro-batch holds chunks that all have a prefix, or none that has one
         prefix_ids = pad_right([c.prefix for c in chunks], pad_token_id).to(device)
         prefix_mask = pad_right([[1] * len(c.prefix) for c in chunks], 0).to(device)
@@ -115,15 +131,28 @@ def _run_chunks(
             {"input_ids": prefix_ids, "attention_mask": prefix_mask, _cache_kwarg(model): cache, "use_cache": True}
         )
         prefix_values = prefix_values.detach().double().cpu()
-        chunk_of_row = torch.tensor([c for c, _ in rows], device=device)
-        cache.reorder_cache(chunk_of_row)  # one copy of its chunk's prefix per completion row
-        kwargs.update({_cache_kwarg(model): cache, "use_cache": True})
-        tail_mask = torch.cat([prefix_mask[chunk_of_row], tail_mask], dim=1)
-    tail_values = token_outputs({"input_ids": tail_ids, "attention_mask": tail_mask, **kwargs}).detach().double().cpu()
+    batches = tail_batches([len(t) for t in tails])
+    tail_values: list = [None] * len(rows)
+    for batch in batches:
+        tail_ids = pad_right([tails[r] for r in batch], pad_token_id).to(device)
+        tail_mask = pad_right([[1] * len(tails[r]) for r in batch], 0).to(device)
+        offsets = torch.tensor([n_prefix[rows[r][0]] for r in batch], device=device).unsqueeze(1)
+        kwargs = {"position_ids": offsets + torch.arange(tail_ids.shape[1], device=device), "use_cache": False}
+        if cache is not None:
+            chunk_of_row = torch.tensor([rows[r][0] for r in batch], device=device)
+            # one copy of its chunk's prefix per completion row (the pass appends to the cache, so each batch but
+            # the last gets its own copy)
+            batch_cache = copy.deepcopy(cache) if batch is not batches[-1] else cache
+            batch_cache.reorder_cache(chunk_of_row)
+            kwargs.update({_cache_kwarg(model): batch_cache, "use_cache": True})
+            tail_mask = torch.cat([prefix_mask[chunk_of_row], tail_mask], dim=1)
+        values = token_outputs({"input_ids": tail_ids, "attention_mask": tail_mask, **kwargs}).detach().double().cpu()
+        for k, r in enumerate(batch):
+            tail_values[r] = values[k]
     for row, (c, i) in enumerate(rows):
         n = n_prefix[c]
-        values = [prefix_values[c, at] if at < n else tail_values[row, at - n] for at in positions[i]]
-        out[i] = torch.stack(values) if values else tail_values.new_zeros((0, tail_values.shape[-1]))
+        values = [prefix_values[c, at] if at < n else tail_values[row][at - n] for at in positions[i]]
+        out[i] = torch.stack(values) if values else tail_values[row].new_zeros((0, tail_values[row].shape[-1]))
 
 
 def shared_prefix_outputs(
