@@ -176,3 +176,15 @@ def test_deepspeed_configs_exist_once(tmp_path):
         main(["configs", "--output_dir", str(out)])
     with pytest.raises(FileNotFoundError, match="available"):
         trl_rewards.deepspeed_config_path("zero4.json")
+
+
+def test_ci_runs_the_readme_test_command():
+    """The README's quick start is two commands (the demo, the tests), and `.ci/run` executes exactly that test
+    command with no arguments (with arguments, `./dev test` runs only a subset of the main suite)."""
+    quick_start = re.search(r"## Quick start.*?```bash\n(.*?)```", README.read_text(), flags=re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in quick_start.splitlines() if line.strip()]
+    assert commands == ["./dev demo", "./dev test"], commands
+    ci = (PACKAGE.parent / ".ci" / "run").read_text()
+    executed = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert executed[-1] == "exec ./dev test", executed
+    assert "./dev test-ppo" not in ci and "pytest" not in "\n".join(executed)
