@@ -28,11 +28,10 @@ from .synthetic_problems import (
     IMPLIED_OPERAND_TEMPLATES,
     MAX_VALUE,
     OPERATORS,
-    STEP_SEPARATOR,
     ArithmeticProblem,
     Operation,
+    WorkedSteps,
     apply_operation,
-    render_steps,
 )
 
 CORRUPTION_KINDS = ("copied_number", "carried_result", "wrong_operation", "arithmetic_slip")
@@ -47,7 +46,7 @@ _NEAR_MISSES = (-10, -3, -2, -1, 1, 2, 3, 10)
 
 
 @dataclass(frozen=True)
-class CorruptedSolution:
+class CorruptedSolution(WorkedSteps):
     """
     A solution of an [`ArithmeticProblem`] with one injected error.
 
@@ -63,14 +62,6 @@ class CorruptedSolution:
     first_error_step: int
     operations: tuple[Operation, ...]
     answer: int
-
-    @property
-    def steps(self) -> list[str]:
-        return render_steps(self.operations, self.answer)
-
-    @property
-    def solution(self) -> str:
-        return STEP_SEPARATOR.join(self.steps)
 
     @property
     def step_labels(self) -> list[bool]:

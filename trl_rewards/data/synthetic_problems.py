@@ -10,7 +10,6 @@ each step is known exactly. `MAX_VALUE` is 300 so that every number is a single 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 STEP_SEPARATOR = "\n"
@@ -77,12 +76,24 @@ class Operation:
         return self.template.format(a=self.left, op=self.op, b=self.right, c=self.result)
 
 
-def render_steps(operations: Sequence[Operation], answer: int) -> list[str]:
-    return [operation.text for operation in operations] + [ANSWER_TEMPLATE.format(answer=answer)]
+class WorkedSteps:
+    """The written solution of a dataclass with `operations` and `answer`: one sentence per operation, then
+    `"The answer is N."` (a correct one for [`ArithmeticProblem`], a corrupted one for `CorruptedSolution`)."""
+
+    operations: tuple[Operation, ...]
+    answer: int
+
+    @property
+    def steps(self) -> list[str]:
+        return [operation.text for operation in self.operations] + [ANSWER_TEMPLATE.format(answer=self.answer)]
+
+    @property
+    def solution(self) -> str:
+        return STEP_SEPARATOR.join(self.steps)
 
 
 @dataclass(frozen=True)
-class ArithmeticProblem:
+class ArithmeticProblem(WorkedSteps):
     """
     A word problem with its correct worked solution.
 
@@ -98,15 +109,6 @@ class ArithmeticProblem:
     start: int
     operations: tuple[Operation, ...]
     answer: int
-
-    @property
-    def steps(self) -> list[str]:
-        """The correct steps: one sentence per operation, then `"The answer is N."`."""
-        return render_steps(self.operations, self.answer)
-
-    @property
-    def solution(self) -> str:
-        return STEP_SEPARATOR.join(self.steps)
 
 
 def apply_operation(op: str, a: int, b: int) -> int | None:
